@@ -1,0 +1,125 @@
+"""The `evo` command: parses arguments, calls the library, and owns the terminal.
+
+Only this module catches EvoError: it prints one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from evo import __version__
+from evo.errors import ConfigError, EvoError, TaskError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evo", description="Evolutionary population search over train.py.")
+    parser.add_argument("--version", action="version", version=f"evo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="prepare data and tokenizer (same as python prepare.py)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to prepare.py (--text-dir DIR, --source, --force)")
+
+    p = sub.add_parser("eval", help="train and score one train.py through the harness")
+    p.add_argument("file", metavar="FILE")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-seconds", type=float, metavar="S", help="training budget in seconds")
+    budget.add_argument("--budget-tokens", type=int, metavar="N", help="training budget in tokens")
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the harness's)")
+    p.add_argument("--time-limit", type=float, metavar="S", help="wall-clock limit of training (default: from budget)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own choice)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="do not echo the training output")
+
+    p = sub.add_parser("init", help="write prepare.py, train.py and program.md into a new directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--force", action="store_true", help="overwrite existing task files")
+    return parser
+
+
+def _cmd_prepare(args) -> int:
+    from evo.task import harness_path
+
+    extra = [a for a in args.args if a != "--"]
+    return subprocess.call([sys.executable, str(harness_path()), *extra])
+
+
+def _cmd_init(args) -> int:
+    from evo.task import init_task
+
+    written = init_task(args.dir, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: cd {args.dir} && evo prepare && evo eval train.py")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from evo.evaluate_file import evaluate_file
+
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more; got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be 1 or more; got {args.threads}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(f"--time-limit must be positive; got {args.time_limit:g}")
+    echo = None if (args.json or args.quiet) else (lambda line: print(f"  | {line}", file=sys.stderr, flush=True))
+    result = evaluate_file(args.file, budget_seconds=args.budget_seconds, budget_tokens=args.budget_tokens,
+                           seed=args.seed, time_limit=args.time_limit, threads=args.threads,
+                           on_line=echo, notify=None if args.json else lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_result(result)
+    return 0 if result["status"] == "ok" else 1
+
+
+def _print_result(r: dict) -> None:
+    if r["status"] == "ok":
+        print(f"status:           ok")
+        print(f"val_bpb:          {r['val_bpb']:.6f}")
+        print(f"training_seconds: {r['training_seconds']:.1f}")
+        print(f"total_seconds:    {r['total_seconds']:.1f}")
+        print(f"total_tokens_M:   {r['tokens'] / 1e6:.3f}")
+        print(f"peak_memory_mb:   {r['peak_memory_mb']:.1f}")
+        print(f"num_steps:        {r['num_steps']}")
+        print(f"num_params_M:     {r['num_params'] / 1e6:.2f}")
+        print(f"seed:             {r['seed']}")
+    else:
+        print(f"status:           {r['status']}")
+        print(f"error:            {r['error']}")
+
+
+COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("EVO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except EvoError as e:
+        print(f"evo {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"evo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,84 @@
+"""The task files: where prepare.py, train.py and program.md come from, and `evo init`.
+
+A source checkout keeps them at the repository root; an installed wheel carries copies under evo/task/. A
+directory that holds its own prepare.py (a checkout, or one made by `evo init`) uses that one.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from evo.errors import ConfigError, TaskError
+
+TASK_FILES = ("prepare.py", "train.py", "program.md")
+
+
+def packaged_task_dir() -> Path:
+    """The folder holding the task files shipped with evo."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "task", here.parent):
+        if all((candidate / name).is_file() for name in TASK_FILES):
+            return candidate
+    raise TaskError(f"the task files ({', '.join(TASK_FILES)}) are missing from this installation of evo")
+
+
+def task_dir(cwd: Path | None = None) -> Path:
+    """The task in use: the current directory when it has a prepare.py, else the packaged one."""
+    cwd = Path.cwd() if cwd is None else cwd
+    return cwd if (cwd / "prepare.py").is_file() else packaged_task_dir()
+
+
+def harness_path(cwd: Path | None = None) -> Path:
+    return task_dir(cwd) / "prepare.py"
+
+
+def load_harness(path: Path) -> ModuleType:
+    """Imports a prepare.py under a private name, for its cache and dataset helpers."""
+    name = f"_evo_harness_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"{path}: cannot be loaded as a harness")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_genome_file(path: str) -> str:
+    """The text of a train.py given on the command line, checked to exist and to parse."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        source = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e})") from None
+    try:
+        ast.parse(source, filename=path)
+    except SyntaxError as e:
+        raise ConfigError(f"{path} does not parse: line {e.lineno}: {e.msg}") from None
+    return source
+
+
+def init_task(target: str, force: bool = False) -> list[Path]:
+    """Writes the task files into target (created if needed); refuses to overwrite unless force."""
+    dest = Path(target)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{target} exists and is not a directory")
+    existing = [name for name in TASK_FILES if (dest / name).exists()]
+    if existing and not force:
+        raise ConfigError(f"{target} already has {', '.join(existing)}; use --force to overwrite")
+    source = packaged_task_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in TASK_FILES:
+        shutil.copyfile(source / name, dest / name)
+        written.append(dest / name)
+    return written

