@@ -66,6 +66,27 @@ class HarnessError(Exception):
     """Bad input or a broken cache: reported as one line, never as a traceback."""
 
 
+# Set when the evaluation sandbox runs train.py: the training process gets the training split and nothing else.
+_TRAINING_PROCESS = "EVO_HARNESS_SPEC" in os.environ
+
+
+def _report_harness_errors(kind, value, tb, _default=sys.excepthook):
+    """A HarnessError that escapes train.py is bad input, not a bug: one line, exit status 2."""
+    if issubclass(kind, HarnessError):
+        print(f"error: {value}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)
+    _default(kind, value, tb)
+
+
+sys.excepthook = _report_harness_errors
+
+
+def _refuse_in_training_process(what: str) -> None:
+    if _TRAINING_PROCESS:
+        raise HarnessError(f"{what} is not available to the training process")
+
+
 # ---------------------------------------------------------------------------
 # Cache layout
 # ---------------------------------------------------------------------------
@@ -364,6 +385,7 @@ def _build(source: Source, root: Path) -> None:
 
 def active_dataset() -> Path:
     """The folder of the dataset prepare.py made last."""
+    _refuse_in_training_process("the prepared dataset (with its validation split)")
     pointer = cache_dir() / "active.json"
     try:
         root = Path(json.loads(pointer.read_text())["dataset"])
@@ -603,6 +625,7 @@ class ModelRefused(Exception):
 
 def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches."""
+    _refuse_in_training_process("the validation split")
     tokens = _load_tokens(val_dir / "val.bin")
     n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
     n = max(EVAL_BATCH, n - n % EVAL_BATCH)

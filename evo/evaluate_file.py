@@ -34,12 +34,12 @@ def evaluate_file(path: str, *, budget_seconds: float | None = None, budget_toke
                   on_line: Callable[[str], None] | None = None,
                   notify: Callable[[str], None] | None = None) -> dict:
     """Evaluates the train.py at path and returns the result as a dict (with the dataset's fingerprint)."""
-    source = read_genome_file(path)
     harness_file = harness_path()
     harness = load_harness(harness_file)
     if budget_seconds is None and budget_tokens is None:
         budget_seconds = float(harness.DEFAULT_BUDGET_SECONDS)
     budget = Budget(seconds=budget_seconds, tokens=budget_tokens)
+    source = read_genome_file(path)
     seed = harness.DEFAULT_SEED if seed is None else seed
     dataset, fingerprint = ensure_dataset(harness_file, notify)
     if notify:
