@@ -3,31 +3,21 @@
 Each evaluation's processes carry a marker in their environment (inherited by everything they start) and start
 in a session of their own. Ending an evaluation kills its process group and then every process on the machine that
 still carries its marker, which also catches processes that left the session with setsid() or double-forked.
-The direct child also gets PR_SET_PDEATHSIG, so it dies with the process that started it.
+evo.supervise, which stands between a worker and each phase, does this when the worker dies.
 
-What this cannot catch: a process that both leaves the session and clears its environment. Containing that needs
+What this cannot catch: a process that both leaves the session and execs itself with a cleared environment
+(/proc/PID/environ keeps the environment a process started with). Containing that needs
 cgroups or a PID namespace, which this layer does not assume are available.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import time
 from pathlib import Path
 
 MARKER_VAR = "EVO_EVAL_MARKER"
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """preexec_fn for the direct child: the kernel sends it SIGKILL when its parent thread exits (Linux only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
 
 
 def marked_pids(marker: str) -> list[int]:

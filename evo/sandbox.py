@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evo.errors import ConfigError
-from evo.proctree import MARKER_VAR, die_with_parent, kill_tree
+from evo.proctree import MARKER_VAR, kill_tree
+from evo.supervise import MEMORY_EXIT
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
@@ -74,6 +75,8 @@ class EvalRequest:
     dataset: Path                 # a prepared dataset folder (with train/ and val/)
     time_limit: float | None = None
     threads: int | None = None    # torch threads in both phases; None leaves torch's default
+    memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
+    fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables (CUDA_VISIBLE_DEVICES, ...)
 
 
@@ -139,14 +142,16 @@ class _Capture(threading.Thread):
         return out
 
 
-def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float,
+def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, memory_mb: float,
                on_line: Callable[[str], None] | None) -> tuple[int | None, str, float]:
-    """Runs one phase to its end or its limit. Returns (exit code or None on timeout, output, seconds)."""
+    """Runs one phase under the supervisor (evo.supervise) to its end or its limit.
+    Returns (exit status, or None on timeout; output; seconds)."""
     marker = uuid.uuid4().hex
     env = {**env, MARKER_VAR: marker}
+    cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, str(memory_mb), "--", *cmd]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     capture = _Capture(proc.stdout, on_line)
     capture.start()
     try:
@@ -168,15 +173,17 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float,
 
 
 def _failure_reason(output: str, code: int) -> tuple[str, str]:
-    """(status, reason) for a phase that exited non-zero, from its exit code and the end of its output."""
+    """(status, reason) for a phase that exited non-zero, from its exit status and the end of its output."""
     tail = [line for line in output.strip().splitlines() if line.strip()]
     last = tail[-1].strip() if tail else ""
+    if code == MEMORY_EXIT:
+        return "oom", last or "memory limit exceeded"
     if "OutOfMemoryError" in output or "CUDA out of memory" in output or "MemoryError" in last:
         return "oom", last or "out of memory"
-    if code == -signal.SIGKILL:
+    if code == 128 + signal.SIGKILL:
         return "oom", "killed by SIGKILL (most likely the kernel's out-of-memory killer)"
-    if code < 0:
-        return "crash", f"killed by signal {-code}"
+    if code > 128:
+        return "crash", f"killed by signal {code - 128}"
     return "crash", last or f"exited with status {code}"
 
 
@@ -194,9 +201,10 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
         train_dir.mkdir()
         eval_dir.mkdir()
         (train_dir / "train.py").write_text(request.source, encoding="utf-8")
-        for folder in (train_dir, eval_dir):
-            shutil.copyfile(request.harness, folder / "prepare.py")
-            os.chmod(folder / "prepare.py", 0o444)
+        for folder, files in ((train_dir, (request.harness, *request.fixed_files)), (eval_dir, (request.harness,))):
+            for path in files:
+                shutil.copyfile(path, folder / Path(path).name)
+                os.chmod(folder / Path(path).name, 0o444)
         out_dir = work / "out"
         out_dir.mkdir()
         spec = {"seed": request.seed, "budget_seconds": budget.seconds, "budget_tokens": budget.tokens,
@@ -209,7 +217,8 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
         env = clean_environment(os.environ, extra)
 
         code, log, _ = _run_phase([sys.executable, "train.py"], train_dir,
-                                  {**env, "EVO_HARNESS_SPEC": str(work / "train_spec.json")}, limit, on_line)
+                                  {**env, "EVO_HARNESS_SPEC": str(work / "train_spec.json")}, limit,
+                                  request.memory_mb, on_line)
         result.log = log
         if code is None:
             result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
@@ -230,7 +239,7 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
                      "device": stats.get("device")}
         (work / "eval_spec.json").write_text(json.dumps(eval_spec))
         code, eval_log, _ = _run_phase([sys.executable, "-I", "prepare.py", "--evaluate", str(work / "eval_spec.json")],
-                                       eval_dir, env, EVAL_PHASE_LIMIT, None)
+                                       eval_dir, env, EVAL_PHASE_LIMIT, request.memory_mb, None)
         if eval_log.strip():
             result.log += "\n--- evaluation ---\n" + eval_log
         if code is None:

@@ -1,0 +1,77 @@
+"""The supervisor that stands between a worker and one phase of an evaluation.
+
+    python -m evo.supervise MARKER MEMORY_MB -- python train.py
+
+It runs the command, and
+- dies with its parent: the kernel sends it SIGTERM when the worker (or whatever started it) dies, and on SIGTERM
+  it ends every process of the evaluation, also those that left its session (see evo.proctree);
+- enforces the memory limit by summing the resident memory of every process of the evaluation twice a second,
+  which works with CUDA (an address-space limit does not: CUDA reserves far more address space than it uses);
+- exits with the command's status (128 + N when a signal N ended it), or MEMORY_EXIT when it hit the limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from evo.proctree import kill_tree, marked_pids
+
+MEMORY_EXIT = 86
+_PR_SET_PDEATHSIG = 1
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_mb(pids: list[int]) -> float:
+    """Resident memory of the given processes, in MiB (processes that vanished count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 2**20
+
+
+def main(argv: list[str]) -> int:
+    marker, memory_mb, sep, *cmd = argv
+    if sep != "--" or not cmd:
+        print("usage: python -m evo.supervise MARKER MEMORY_MB -- COMMAND...", file=sys.stderr)
+        return 2
+    limit = float(memory_mb)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        return 128 + signal.SIGTERM
+    child = subprocess.Popen(cmd)
+
+    def end(signum, _frame):
+        kill_tree(child.pid, marker)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, end)
+    while True:
+        try:
+            code = child.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if limit > 0:
+            used = resident_mb(marked_pids(marker))
+            if used > limit:
+                kill_tree(child.pid, marker)
+                print(f"evo: memory limit exceeded: {used:.0f} MiB resident > {limit:.0f} MiB", file=sys.stderr)
+                return MEMORY_EXIT
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

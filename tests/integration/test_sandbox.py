@@ -1,0 +1,110 @@
+"""The evaluation sandbox: every process a child starts ends with it; limits become statuses."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from evo.proctree import marked_pids
+from evo.sandbox import Budget, EvalRequest, clean_environment, evaluate
+from tests.support.genomes import ROOT, tiny_source
+
+
+def request(source, dataset, **kw):
+    kw.setdefault("budget", Budget(tokens=8192))
+    return EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=dataset, threads=1, **kw)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited; it only waits for its parent to reap it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+ESCAPE = textwrap.dedent("""
+    import subprocess, sys
+    escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    print("ESCAPED", escaped.pid, flush=True)
+""")
+
+
+def test_a_process_that_left_the_session_is_ended_with_the_evaluation(dataset):
+    source = tiny_source().replace("torch.manual_seed(seed())", ESCAPE + "torch.manual_seed(seed())")
+    result = evaluate(request(source, dataset))
+    assert result.status == "ok", result.error
+    pid = int(next(line for line in result.log.splitlines() if line.startswith("ESCAPED")).split()[1])
+    assert not pid_alive(pid)
+
+
+def test_the_whole_tree_ends_at_the_time_limit(dataset):
+    source = tiny_source().replace("submit(model)\n", ESCAPE + "import time\ntime.sleep(300)\n")
+    t0 = time.time()
+    result = evaluate(request(source, dataset, time_limit=10))
+    assert result.status == "timeout"
+    assert time.time() - t0 < 60
+    pid = int(next(line for line in result.log.splitlines() if line.startswith("ESCAPED")).split()[1])
+    assert not pid_alive(pid)
+
+
+def test_memory_over_the_limit_is_oom(dataset):
+    source = tiny_source().replace("submit(model)\n", "hog = bytearray(1500 * 2**20)\nimport time\ntime.sleep(30)\n")
+    result = evaluate(request(source, dataset, memory_mb=1200))
+    assert result.status == "oom"
+    assert "memory limit exceeded" in result.error
+
+
+def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
+    """SIGKILL the process running evaluate(): the supervisor ends the training and what it started."""
+    source = tiny_source().replace("submit(model)\n", ESCAPE + "import time\ntime.sleep(300)\n")
+    (tmp_path / "child.py").write_text(source)
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from evo.sandbox import Budget, EvalRequest, evaluate
+        evaluate(EvalRequest(source=Path({str(tmp_path / 'child.py')!r}).read_text(), seed=1,
+                             budget=Budget(tokens=8192), harness=Path({str(ROOT / 'prepare.py')!r}),
+                             dataset=Path({str(dataset)!r}), threads=1),
+                 on_line=lambda line: print(line, flush=True))
+    """)
+    runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    escaped = None
+    for line in runner.stdout:
+        if line.startswith("ESCAPED"):
+            escaped = int(line.split()[1])
+            break
+    assert escaped and pid_alive(escaped)
+    runner.kill()
+    runner.wait()
+    deadline = time.time() + 10
+    while pid_alive(escaped) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not pid_alive(escaped)
+
+
+def test_secrets_never_reach_the_child():
+    env = clean_environment({"ANTHROPIC_API_KEY": "k", "ANTHROPIC_BASE_URL": "u", "HF_TOKEN": "t",
+                             "AWS_SECRET_ACCESS_KEY": "s", "EVO_CACHE_DIR": "/c", "PATH": "/bin",
+                             "CUDA_VISIBLE_DEVICES": "0"}, {})
+    assert env["PATH"] == "/bin" and env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert not {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY",
+                "EVO_CACHE_DIR"} & set(env)
+
+
+def test_child_sees_no_api_key(dataset, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret-value")
+    source = tiny_source().replace("torch.manual_seed(seed())",
+                                   "import os\nprint('KEYS', sorted(k for k in os.environ if 'KEY' in k))\n"
+                                   "torch.manual_seed(seed())")
+    result = evaluate(request(source, dataset))
+    assert "KEYS []" in result.log
+    assert "sk-secret-value" not in result.log
