@@ -3,7 +3,9 @@
 Each evaluation's processes carry a marker in their environment (inherited by everything they start) and start
 in a session of their own. Ending an evaluation kills its process group and then every process on the machine that
 still carries its marker, which also catches processes that left the session with setsid() or double-forked.
-evo.supervise, which stands between a worker and each phase, does this when the worker dies.
+evo.supervise, which stands between a worker and each phase, does this when the worker dies, and the training
+process dies with the supervisor. A marker names the process that owns the evaluation, so whatever a SIGKILLed
+worker or driver left behind is swept before the next evaluation on that machine (sweep_orphans).
 
 What this cannot catch: a process that both leaves the session and execs itself with a cleared environment
 (/proc/PID/environ keeps the environment a process started with). Containing that needs
@@ -15,25 +17,61 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 MARKER_VAR = "EVO_EVAL_MARKER"
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Every live process whose environment holds MARKER_VAR=marker."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of pid (field 22 of /proc/PID/stat), which tells a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def new_marker() -> str:
+    """A marker naming this process as the owner of the evaluation: OWNERPID.STARTTIME.RANDOM."""
+    return f"{os.getpid()}.{_start_time(os.getpid())}.{uuid.uuid4().hex[:12]}"
+
+
+def sweep_orphans() -> list[int]:
+    """Kills every marked process whose owner (the process that ran the evaluation) is gone: what a SIGKILLed
+    worker or driver left behind. Returns the pids it killed."""
+    killed = []
+    for pid, marker in _all_markers().items():
+        owner, _, rest = marker.partition(".")
+        started = rest.partition(".")[0]
+        if owner.isdigit() and _start_time(int(owner)) != started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+def _all_markers() -> dict[int, str]:
+    prefix = f"{MARKER_VAR}=".encode()
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             env = (entry / "environ").read_bytes()
-        except OSError:  # gone already, or not ours to read
+        except OSError:
             continue
-        if needle in env.split(b"\0"):
-            found.append(int(entry.name))
+        for item in env.split(b"\0"):
+            if item.startswith(prefix):
+                found[int(entry.name)] = item[len(prefix):].decode(errors="replace")
     return found
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Every live process whose environment holds MARKER_VAR=marker."""
+    return [pid for pid, value in _all_markers().items() if value == marker]
 
 
 def kill_tree(pid: int, marker: str, grace: float = 0.0) -> None:

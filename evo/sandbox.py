@@ -23,13 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evo.errors import ConfigError
-from evo.proctree import MARKER_VAR, kill_tree
+from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.supervise import MEMORY_EXIT
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
@@ -146,7 +145,7 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, memory_mb: fl
                on_line: Callable[[str], None] | None) -> tuple[int | None, str, float]:
     """Runs one phase under the supervisor (evo.supervise) to its end or its limit.
     Returns (exit status, or None on timeout; output; seconds)."""
-    marker = uuid.uuid4().hex
+    marker = new_marker()
     env = {**env, MARKER_VAR: marker}
     cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, str(memory_mb), "--", *cmd]
     t0 = time.time()
@@ -190,6 +189,7 @@ def _failure_reason(output: str, code: int) -> tuple[str, str]:
 def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
              keep_dir: Path | None = None) -> EvalResult:
     """Trains and scores request.source. Never raises for a bad child; returns its status and reason."""
+    sweep_orphans()
     budget = request.budget
     limit = request.time_limit or budget.default_time_limit()
     result = EvalResult(status="crash", seed=request.seed, budget_seconds=budget.seconds,

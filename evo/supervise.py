@@ -4,7 +4,8 @@
 
 It runs the command, and
 - dies with its parent: the kernel sends it SIGTERM when the worker (or whatever started it) dies, and on SIGTERM
-  it ends every process of the evaluation, also those that left its session (see evo.proctree);
+  it ends every process of the evaluation, also those that left its session (see evo.proctree); if it is killed
+  outright, the command still dies with it (PR_SET_PDEATHSIG), and evo.proctree.sweep_orphans ends the rest;
 - enforces the memory limit by summing the resident memory of every process of the evaluation twice a second,
   which works with CUDA (an address-space limit does not: CUDA reserves far more address space than it uses);
 - exits with the command's status (128 + N when a signal N ended it), or MEMORY_EXIT when it hit the limit.
@@ -38,6 +39,14 @@ def resident_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
+def _die_with_parent() -> None:
+    """The command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> int:
     marker, memory_mb, sep, *cmd = argv
     if sep != "--" or not cmd:
@@ -50,7 +59,7 @@ def main(argv: list[str]) -> int:
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect
         return 128 + signal.SIGTERM
-    child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
 
     def end(signum, _frame):
         kill_tree(child.pid, marker)

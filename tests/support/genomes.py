@@ -23,3 +23,34 @@ def with_hyperparameters(source: str, **values: str) -> str:
 def tiny_source(**values: str) -> str:
     """The seed genome at a size that trains a few steps in about a second."""
     return with_hyperparameters(seed_source(), **{**TINY, **values})
+
+
+SLEEPER = '''
+"""A test genome that trains nothing: it sleeps, reports what it saw, and submits a constant model."""
+import os, time
+import torch
+from prepare import seed, submit, train_batches, vocab_size
+
+torch.manual_seed(seed())
+print("START", time.time(), "CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), flush=True)
+next(iter(train_batches(1, 8)))
+time.sleep(SLEEP_SECONDS)
+print("END", time.time(), flush=True)
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, vocab):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, idx):
+        return self.bias.expand(idx.shape[0], idx.shape[1], -1) + 0.0
+
+
+submit(Constant(vocab_size()))
+'''
+
+
+def sleeper_source(seconds: float, tag: str = "") -> str:
+    """A genome that sleeps for `seconds` and submits a uniform model (a different tag gives a different source)."""
+    return SLEEPER.replace("SLEEP_SECONDS", repr(seconds)) + (f"# {tag}\n" if tag else "")
