@@ -38,20 +38,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="do not echo the training output")
 
+    p = sub.add_parser("run", help="evolve a population of train.py variants")
+    p.add_argument("--population", type=int, default=16, help="population size (default 16)")
+    stop = p.add_argument_group("stop conditions (extendable with --resume)")
+    stop.add_argument("--evaluations", type=int, metavar="N", help="search evaluations to run (default 32)")
+    stop.add_argument("--hours", type=float, metavar="H", help="hours of searching")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-seconds", type=float, metavar="S", help="training budget per evaluation, seconds")
+    budget.add_argument("--budget-tokens", type=int, metavar="N", help="training budget per evaluation, tokens")
+    p.add_argument("--operators", default="hyper,merge,llm",
+                   help="operator mix, e.g. hyper,merge,llm or hyper=3,llm=1 (default hyper,merge,llm)")
+    p.add_argument("--selection", default="tournament", help="tournament, best or random (default tournament)")
+    p.add_argument("--tournament-size", type=int, default=3, help="contestants per tournament (default 3)")
+    p.add_argument("--elites", type=int, default=2, help="best members always kept and confirmed (default 2)")
+    p.add_argument("--workers", type=int, help="evaluations at once (default: one per GPU, else cores / 2)")
+    p.add_argument("--address", help="join this Ray cluster (HOST:PORT) instead of starting a local one")
+    p.add_argument("--db", default="evo.duckdb", help="the store (default evo.duckdb)")
+    p.add_argument("--resume", action="store_true", help="continue the latest run in --db")
+    p.add_argument("--seed", type=int, default=0, help="the run's random seed (default 0)")
+    p.add_argument("--train", default="train.py", help="the seed genome (default train.py)")
+    p.add_argument("--program", default="program.md", help="the research direction (default program.md)")
+    p.add_argument("--model", help="Claude model for the LLM operators")
+    p.add_argument("--max-llm-cost", type=float, metavar="USD", help="stop making LLM calls past this spend")
+    p.add_argument("--noise-seeds", type=int, default=3, help="seeds the seed genome is measured on (default 3)")
+    p.add_argument("--confirm-seeds", type=int, default=2, help="fresh seeds each elite is confirmed on (default 2)")
+    p.add_argument("--no-preflight", dest="preflight", action="store_false", help="skip the one-step pre-flight")
+    p.add_argument("--time-limit", type=float, metavar="S", help="wall-clock limit per training (default: budget)")
+    p.add_argument("--memory-mb", type=float, default=0, help="resident memory limit per evaluation (default none)")
+    p.add_argument("--quiet", action="store_true", help="no live view; only the final lines")
+
+    p = sub.add_parser("status", help="the summary of a running or finished run")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
     p = sub.add_parser("init", help="write prepare.py, train.py and program.md into a new directory")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--force", action="store_true", help="overwrite existing task files")
     return parser
 
 
-def _cmd_prepare(args) -> int:
+def _cmd_prepare(args, argv) -> int:
     from evo.task import harness_path
 
     extra = [a for a in args.args if a != "--"]
     return subprocess.call([sys.executable, str(harness_path()), *extra])
 
 
-def _cmd_init(args) -> int:
+def _cmd_init(args, argv) -> int:
     from evo.task import init_task
 
     written = init_task(args.dir, force=args.force)
@@ -61,7 +94,7 @@ def _cmd_init(args) -> int:
     return 0
 
 
-def _cmd_eval(args) -> int:
+def _cmd_eval(args, argv) -> int:
     from evo.evaluate_file import evaluate_file
 
     if args.seed is not None and args.seed < 0:
@@ -97,18 +130,53 @@ def _print_result(r: dict) -> None:
         print(f"error:            {r['error']}")
 
 
-COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init}
+RUN_FLAGS = ("population", "evaluations", "hours", "budget_seconds", "budget_tokens", "operators", "selection",
+             "tournament_size", "elites", "workers", "address", "db", "resume", "seed", "train", "program", "model",
+             "max_llm_cost", "noise_seeds", "confirm_seeds", "preflight", "time_limit", "memory_mb", "quiet")
+
+
+def _given(argv: list[str]) -> set[str]:
+    """The run settings the user typed (as opposed to defaults): --resume refuses only those that conflict."""
+    names = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            names.add("preflight" if name == "no_preflight" else name)
+    return names
+
+
+def _cmd_run(args, argv) -> int:
+    from evo.config import RunConfig
+    from evo.launch import run
+    from operators.registry import REGISTRY
+
+    given = _given(argv)
+    values = {name: getattr(args, name) for name in RUN_FLAGS}
+    values["operators"] = REGISTRY.parse_weights(args.operators)
+    if not args.resume and values["evaluations"] is None and values["hours"] is None:
+        values["evaluations"] = 32
+    return run(RunConfig(**values), given)
+
+
+def _cmd_status(args, argv) -> int:
+    from evo.status import print_status
+
+    return print_status(args.db, as_json=args.json)
+
+
+COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init, "run": _cmd_run, "status": _cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EVO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args, argv)
     except EvoError as e:
         print(f"evo {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ child. The numbers come from files the harness wrote, never from parsing the chi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from evo.supervise import MEMORY_EXIT
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
-_SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_|^EVO_", re.IGNORECASE)
+_SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class EvalRequest:
     threads: int | None = None    # torch threads in both phases; None leaves torch's default
     memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
     fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
+    score: bool = True            # False: stop after the train phase (the pre-flight)
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables (CUDA_VISIBLE_DEVICES, ...)
 
 
@@ -104,9 +106,14 @@ class EvalResult:
         return d
 
 
+def is_secret(name: str) -> bool:
+    """Whether an environment variable looks like a credential (API keys, tokens, passwords, ANTHROPIC_*)."""
+    return bool(_SECRET.search(name))
+
+
 def clean_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The environment a child gets: the parent's, less anything that looks like a secret or evo's own settings."""
-    env = {k: v for k, v in base.items() if not _SECRET.search(k)}
+    env = {k: v for k, v in base.items() if not is_secret(k) and not k.startswith("EVO_")}
     env.update(extra)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -186,6 +193,21 @@ def _failure_reason(output: str, code: int) -> tuple[str, str]:
     return "crash", last or f"exited with status {code}"
 
 
+PREFLIGHT_LIMIT = 300.0  # seconds for start-up, building the model, one step and the export
+
+
+def preflight(request: EvalRequest) -> EvalResult:
+    """A cheap first check of a child: one training batch, then the export, no scoring. A broken child fails
+    here in seconds instead of after its whole budget."""
+    quick = dataclasses.replace(request, budget=Budget(tokens=1), score=False,
+                                time_limit=min(PREFLIGHT_LIMIT, request.time_limit or PREFLIGHT_LIMIT))
+    result = evaluate(quick)
+    if result.status != "ok":
+        result.error = f"pre-flight: {result.error}"
+        result.budget_seconds, result.budget_tokens = request.budget.seconds, request.budget.tokens
+    return result
+
+
 def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
              keep_dir: Path | None = None) -> EvalResult:
     """Trains and scores request.source. Never raises for a bad child; returns its status and reason."""
@@ -233,6 +255,9 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
             return result
         for key in ("training_seconds", "tokens", "num_steps", "num_params", "peak_memory_mb", "device"):
             setattr(result, key, stats.get(key))
+        if not request.score:
+            result.status = "ok"
+            return result
 
         eval_spec = {"model_path": spec["model_path"], "val_dir": str(request.dataset / "val"),
                      "result_path": str(out_dir / "result.json"), "threads": request.threads,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import ray
 
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo import sandbox
+from evo.sandbox import Budget, EvalRequest
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,16 @@ class Worker:
                 "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES")}
 
     def evaluate(self, source: str, seed: int, budget_seconds: float | None, budget_tokens: int | None,
-                 time_limit: float | None = None) -> dict:
-        """Trains and scores one child; returns the sandbox's result with where and when it ran."""
+                 time_limit: float | None = None, preflight: bool = False) -> dict:
+        """Trains and scores one child (after a pre-flight when asked); returns the sandbox's result with where
+        and when it ran."""
         started = time.time()
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
                               threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env)
-        result = evaluate(request).to_dict(with_log=True)
+        checked = sandbox.preflight(request) if preflight else None
+        outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
+        result = outcome.to_dict(with_log=True)
         result.update(worker=self.name, node=self.node, started_at=started, finished_at=time.time(),
                       cuda_visible_devices=self.env.get("CUDA_VISIBLE_DEVICES"))
         return result

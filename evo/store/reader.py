@@ -1,0 +1,219 @@
+"""Opening a store file and reading what the engine and users need from it.
+
+In:  a path to an evo store.   Out: a StoreReader (read-only connection), or StoreError with one line:
+"no database at PATH", "evo.duckdb is in use by a live run (pid ... on host ...)", "... is not an evo store".
+
+StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the live driver answers
+them over its one connection. A reader only works on a file no live run holds: DuckDB allows one process per file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+
+from evo.errors import StoreError
+from evo.store.lock import describe_lock, lock_is_live, read_lock
+from evo.store.query import run_query
+from evo.store.records import Evaluation, Fitness, Individual, Run
+from evo.store.schema import check_version, stored_version
+
+log = logging.getLogger(__name__)
+
+_HELD = re.compile(r"\(PID (\d+)\)")
+
+
+def connect(db_path: str | os.PathLike, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to db_path, with DuckDB's errors turned into one-line StoreErrors."""
+    path = Path(db_path)
+    if read_only and not path.exists():
+        raise StoreError(f"no database at {path}")
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        message = str(e)
+        if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
+            info = read_lock(path)
+            if info and lock_is_live(info):
+                raise StoreError(f"{path.name} is in use by a live run ({describe_lock(info)})") from None
+            held = _HELD.search(message)
+            who = f"process {held.group(1)}" if held else "another process"
+            raise StoreError(f"{path.name} is in use by {who}") from None
+        raise StoreError(f"cannot open {path}: {message.strip().splitlines()[0]}") from None
+    except duckdb.Error as e:
+        raise StoreError(f"cannot open {path}: {str(e).strip().splitlines()[0]}") from None
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params=()) -> tuple[list[str], list[tuple]]:
+    result = conn.execute(sql, list(params))
+    return [d[0] for d in result.description], result.fetchall()
+
+
+_INDIVIDUALS = """
+SELECT i.*, p.parent_id AS parent, q.parent_id AS second_parent{source}
+FROM individuals i
+LEFT JOIN lineage p ON p.child_uid = i.uid AND p.role = 'parent'
+LEFT JOIN lineage q ON q.child_uid = i.uid AND q.role = 'second_parent'{join}
+WHERE i.run_id = ?{where}
+ORDER BY i.birth
+"""
+
+
+class StoreReader:
+    """Reads over one connection. Thread-safe: calls are serialised (a DuckDB connection is not re-entrant)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, path: str | os.PathLike):
+        self.conn = conn
+        self.path = Path(path)
+        self._mutex = threading.RLock()
+
+    def close(self) -> None:
+        with self._mutex:
+            self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _select(self, sql: str, params=()) -> tuple[list[str], list[tuple]]:
+        with self._mutex:
+            return _rows(self.conn, sql, params)
+
+    # Users' SQL -------------------------------------------------------------------------------------------------
+
+    def query(self, sql: str, max_rows: int | None = None, timeout: float | None = None):
+        """Read-only SQL (see query.run_query): (column names, rows). Runs on a cursor of its own, so the writer's
+        transactions never mix with it."""
+        with self._mutex:  # only the cursor's creation touches the shared connection
+            cursor = self.conn.cursor()
+        try:
+            return run_query(cursor, sql, max_rows=max_rows, timeout=timeout)
+        finally:
+            cursor.close()
+
+    # Runs -------------------------------------------------------------------------------------------------------
+
+    def runs(self) -> list[Run]:
+        """Every run in the file, oldest first."""
+        cols, rows = self._select("SELECT * FROM runs ORDER BY started_at, run_id")
+        return [Run.from_row(cols, r) for r in rows]
+
+    def latest_run(self) -> Run | None:
+        """The most recently started run, or None in an empty store."""
+        cols, rows = self._select("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
+        return Run.from_row(cols, rows[0]) if rows else None
+
+    def load_run(self, run_id: str) -> Run:
+        """A run by id; StoreError if the file has none such."""
+        cols, rows = self._select("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise StoreError(f"{self.path.name} has no run {run_id!r}")
+        return Run.from_row(cols, rows[0])
+
+    def llm_cost(self, run_id: str) -> float:
+        """The estimated USD spent on LLM calls in a run."""
+        return float(self._select("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id = ?",
+                                  [run_id])[1][0][0])
+
+    # Individuals ------------------------------------------------------------------------------------------------
+
+    def individuals(self, run_id: str, status: str | None = None, with_source: bool = False) -> list[Individual]:
+        """A run's individuals in birth order, each with its parents (and source text if asked)."""
+        sql = _INDIVIDUALS.format(source=", s.text AS source" if with_source else "",
+                                  join="\nLEFT JOIN sources s ON s.source_hash = i.source_hash" if with_source else "",
+                                  where=" AND i.status = ?" if status else "")
+        cols, rows = self._select(sql, [run_id] + ([status] if status else []))
+        return [Individual.from_row(cols, r) for r in rows]
+
+    def individual(self, run_id: str, id: str, with_source: bool = True) -> Individual:
+        """One individual of a run; StoreError if absent."""
+        sql = _INDIVIDUALS.format(source=", s.text AS source" if with_source else "",
+                                  join="\nLEFT JOIN sources s ON s.source_hash = i.source_hash" if with_source else "",
+                                  where=" AND i.id = ?")
+        cols, rows = self._select(sql, [run_id, id])
+        if not rows:
+            raise StoreError(f"run {run_id} has no individual {id!r}")
+        return Individual.from_row(cols, rows[0])
+
+    def population(self, run_id: str) -> list[str]:
+        """Ids of the individuals in a run's population now, in birth order."""
+        _, rows = self._select("SELECT id FROM individuals WHERE run_id = ? AND in_population ORDER BY birth",
+                               [run_id])
+        return [r[0] for r in rows]
+
+    def source(self, source_hash: str) -> str:
+        """A source text by hash; StoreError if absent."""
+        _, rows = self._select("SELECT text FROM sources WHERE source_hash = ?", [source_hash])
+        if not rows:
+            raise StoreError(f"{self.path.name} has no source {source_hash!r}")
+        return rows[0][0]
+
+    def source_exists(self, source_hash: str) -> bool:
+        """Whether any run in the file has stored this source."""
+        return bool(self._select("SELECT count(*) FROM sources WHERE source_hash = ?", [source_hash])[1][0][0])
+
+    def find_source(self, run_id: str, source_hash: str) -> str | None:
+        """The id of the first individual of a run with this source (duplicates excluded), or None: the
+        duplicate check."""
+        _, rows = self._select("SELECT id FROM individuals WHERE run_id = ? AND source_hash = ? "
+                               "AND status <> 'duplicate' ORDER BY birth LIMIT 1", [run_id, source_hash])
+        return rows[0][0] if rows else None
+
+    def ancestry(self, id: str) -> list[tuple[str, int]]:
+        """(id, depth) of an individual and every ancestor, nearest first (the ancestry macro)."""
+        _, rows = self._select("SELECT id, depth FROM ancestry(?)", [id])
+        return [(r[0], r[1]) for r in rows]
+
+    def descendants(self, id: str) -> list[tuple[str, int]]:
+        """(id, depth) of an individual and every descendant, nearest first (the descendants macro)."""
+        _, rows = self._select("SELECT id, depth FROM descendants(?)", [id])
+        return [(r[0], r[1]) for r in rows]
+
+    # Evaluations and fitness ------------------------------------------------------------------------------------
+
+    def evaluations(self, run_id: str, individual_id: str | None = None,
+                    purpose: str | None = None) -> list[Evaluation]:
+        """A run's evaluations (of one individual, of one purpose), in the order they were stored."""
+        sql = "SELECT * EXCLUDE (log) FROM evaluations WHERE run_id = ?"
+        params: list = [run_id]
+        if individual_id is not None:
+            sql += " AND individual_id = ?"
+            params.append(individual_id)
+        if purpose is not None:
+            sql += " AND purpose = ?"
+            params.append(purpose)
+        cols, rows = self._select(sql + " ORDER BY id", params)
+        return [Evaluation.from_row(cols, r) for r in rows]
+
+    def evaluation_log(self, evaluation_id: int) -> str:
+        """The captured output of one evaluation; StoreError if there is no such evaluation."""
+        _, rows = self._select("SELECT log FROM evaluations WHERE id = ?", [evaluation_id])
+        if not rows:
+            raise StoreError(f"{self.path.name} has no evaluation {evaluation_id}")
+        return rows[0][0] or ""
+
+    def fitness(self, run_id: str) -> list[Fitness]:
+        """The fitness rows of a run's evaluated individuals, best (lowest score) first."""
+        cols, rows = self._select("SELECT * FROM fitness WHERE run_id = ? ORDER BY score, individual_id", [run_id])
+        return [Fitness.from_row(cols, r) for r in rows]
+
+
+def open_reader(db_path: str | os.PathLike) -> StoreReader:
+    """A read-only view of a store no live run holds (a finished or killed run's file).
+
+    StoreError: "no database at PATH"; "NAME is in use by a live run (...)" while a driver holds it (ask the driver
+    instead: the lock file says where it answers); "... is not an evo store"."""
+    conn = connect(db_path, read_only=True)
+    try:
+        check_version(stored_version(conn), str(db_path))
+    except BaseException:
+        conn.close()
+        raise
+    return StoreReader(conn, db_path)
