@@ -1,0 +1,79 @@
+"""What the engine tells the LLM operators besides the parents' sources: program.md, how each parent came to be,
+and what the population has tried lately. Plain records; the engine fills them from the store."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _check_bpb(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number or None; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change on the way to a parent: its description, the operator that made it, the val_bpb of the
+    individual it produced, the change in val_bpb against its own parent (negative is better), and optionally
+    the change itself as a unified diff (the prompt shows the diffs of the last few steps)."""
+
+    description: str
+    operator: str = ""
+    val_bpb: float | None = None
+    delta_bpb: float | None = None
+    diff: str = ""
+
+    def __post_init__(self):
+        _check_bpb("val_bpb", self.val_bpb)
+        _check_bpb("delta_bpb", self.delta_bpb)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A child the population tried lately: what it changed, what became of it (status: "kept", "discarded",
+    "invalid", "rejected", "crash", "timeout", ...), its val_bpb change against its parent, and why it failed."""
+
+    description: str
+    status: str
+    operator: str = ""
+    delta_bpb: float | None = None
+    reason: str = ""
+
+    def __post_init__(self):
+        if not self.status:
+            raise ValueError("an attempt needs a status (kept, discarded, invalid, rejected, crash, ...)")
+        _check_bpb("delta_bpb", self.delta_bpb)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A parent's fitness (mean val_bpb, None if not evaluated yet) and its ancestry, oldest step first."""
+
+    val_bpb: float | None = None
+    steps: tuple[Step, ...] = ()
+
+    def __post_init__(self):
+        _check_bpb("val_bpb", self.val_bpb)
+        object.__setattr__(self, "steps", tuple(self.steps))
+
+
+@dataclass(frozen=True)
+class LLMContext:
+    """Everything an LLM operator is told besides the sources.
+
+    program: the text of program.md; parent: the (first) parent's lineage; other: the second parent's, for a
+    crossover; recent: the population's recent attempts, oldest first; noise_bpb: the measured seed-to-seed
+    standard deviation of val_bpb, so the model can tell a real gain from noise."""
+
+    program: str = ""
+    parent: Lineage = Lineage()
+    other: Lineage | None = None
+    recent: tuple[Attempt, ...] = ()
+    noise_bpb: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.program, str):
+            raise TypeError("program must be the text of program.md")
+        object.__setattr__(self, "recent", tuple(self.recent))
+        _check_bpb("noise_bpb", self.noise_bpb)

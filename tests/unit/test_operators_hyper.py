@@ -1,0 +1,120 @@
+"""hyper.mutate and hyper.crossover on the real seed train.py (re-read each run: it may be retuned)."""
+
+import random
+import re
+
+from genome import Genome, hyperparameters, infer_rules, validate, values
+from operators import get
+from operators.hyper import crossover, mutate
+from tests.support.genomes import seed_source, with_hyperparameters
+
+SEED = seed_source()
+PARENT = Genome.seed(SEED)
+
+
+def _known_constraints(v: dict, parent: dict) -> list[str]:
+    """The constraints the issue names, checked directly (not through genome.constraints)."""
+    broken = []
+    for name in ("DEPTH", "WIDTH", "N_HEADS", "MLP_RATIO", "BATCH_SIZE"):
+        if name in v and not (isinstance(v[name], int) and v[name] >= 1):
+            broken.append(f"{name} = {v[name]}")
+    if "WIDTH" in v and "N_HEADS" in v:
+        if v["WIDTH"] % v["N_HEADS"] or (v["WIDTH"] // v["N_HEADS"]) % 2:
+            broken.append(f"WIDTH {v['WIDTH']} / N_HEADS {v['N_HEADS']}")
+    for name, value in v.items():
+        if name.endswith("_FRACTION") and not 0 <= value <= 1:
+            broken.append(f"{name} = {value}")
+        if name.startswith("ADAM_BETA") and not 0 < value < 1:
+            broken.append(f"{name} = {value}")
+        if name in ("GRAD_CLIP", "LOGIT_SOFTCAP") and value < 0:
+            broken.append(f"{name} = {value}")
+        if isinstance(parent[name], float) and parent[name] > 0 and not value > 0:
+            broken.append(f"{name} = {value} (was positive)")
+        if type(value) is not type(parent[name]):
+            broken.append(f"{name} changed type")
+    if "WARMUP_FRACTION" in v and "WARMDOWN_FRACTION" in v and v["WARMUP_FRACTION"] + v["WARMDOWN_FRACTION"] > 1:
+        broken.append("WARMUP_FRACTION + WARMDOWN_FRACTION > 1")
+    return broken
+
+
+def test_a_thousand_mutations_of_the_seed_parse_keep_every_constraint_and_differ_from_it():
+    rng = random.Random(0)
+    parent_values = values(SEED)
+    rules = infer_rules(SEED)
+    hyper_lines = {h.line - 1 for h in hyperparameters(SEED).values()}
+    seed_lines = SEED.split("\n")
+    children, moved = set(), set()
+    for i in range(1000):
+        variation = mutate(PARENT, rng)
+        assert variation.ok, variation.reason
+        source = variation.source
+        child = values(source)
+        assert child.keys() == parent_values.keys()  # the view of a source that does not parse is empty
+        assert child != parent_values
+        assert rules.violations(child) == []
+        assert _known_constraints(child, parent_values) == []
+        lines = source.split("\n")
+        assert [l for j, l in enumerate(lines) if j not in hyper_lines] == \
+               [l for j, l in enumerate(seed_lines) if j not in hyper_lines]
+        if i % 100 == 0:
+            assert validate(source).ok
+        children.add(source)
+        moved |= {n for n in child if child[n] != parent_values[n]}
+    assert len(children) > 600  # real variety (sizes have few neighbours, so some children repeat)
+    assert moved == set(rules.domains)  # every hyperparameter that may change did, somewhere
+
+
+def test_mutation_is_reproducible_from_the_random_state():
+    first = [mutate(PARENT, random.Random(7)).source for _ in range(3)]
+    assert len(set(first)) == 1
+    assert mutate(PARENT, random.Random(8)).source != first[0] or mutate(PARENT, random.Random(9)).source != first[0]
+
+
+def test_a_mutation_is_described_like_a_pbt_step():
+    for seed in range(50):
+        variation = mutate(PARENT, random.Random(seed))
+        for change in variation.description.split("; "):
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]* \S+ -> \S+( \((x\d+\.\d\d|[+-]\d+|x2|/2)\))?", change), change
+
+
+def test_strings_and_flags_move_among_known_values():
+    source = ('ACTIVATION = "relu"  # one of "relu", "gelu", "silu"\nCOMPILE = False\n'
+              'def act():\n    return ACTIVATION == "relu2"\n')
+    seen = {"ACTIVATION": set(), "COMPILE": set()}
+    rng = random.Random(1)
+    for _ in range(200):
+        child = values(mutate(Genome.seed(source), rng).source)
+        for name in seen:
+            seen[name].add(child[name])
+    assert seen["ACTIVATION"] == {"relu", "gelu", "silu", "relu2"}
+    assert seen["COMPILE"] == {False, True}
+
+
+def test_a_parent_with_nothing_to_mutate_gives_an_invalid_variation_with_the_reason():
+    variation = mutate(Genome.seed("import math\nX = math.pi\n"), random.Random(0))
+    assert variation.status == "invalid" and variation.source is None
+    assert "no hyperparameters" in variation.reason
+
+
+def test_uniform_crossover_takes_each_value_from_one_parent_and_keeps_the_constraints():
+    a = Genome.seed(with_hyperparameters(SEED, WIDTH="128", N_HEADS="4", DEPTH="2", LEARNING_RATE="3e-3"))
+    b = Genome.seed(with_hyperparameters(SEED, WIDTH="192", N_HEADS="3", DEPTH="4", LEARNING_RATE="1e-3"))
+    va, vb = values(a.source), values(b.source)
+    rng = random.Random(0)
+    mixes = set()
+    for _ in range(200):
+        variation = get("hyper.crossover")([a, b], rng)
+        assert variation.ok, variation.reason
+        child = values(variation.source)
+        assert all(child[n] in (va[n], vb[n]) for n in child)
+        assert variation.source not in (a.source, b.source)
+        assert child["WIDTH"] % child["N_HEADS"] == 0 and (child["WIDTH"] // child["N_HEADS"]) % 2 == 0
+        mixes.add((child["WIDTH"], child["N_HEADS"], child["DEPTH"], child["LEARNING_RATE"]))
+    assert (128, 3) not in {m[:2] for m in mixes}  # 128 is not divisible by 3
+    assert len(mixes) >= 5
+    assert "from b" in variation.description and b.short_id in variation.description
+
+
+def test_crossover_of_parents_with_equal_hyperparameters_says_there_is_nothing_to_cross():
+    variation = crossover(PARENT, PARENT, random.Random(0))
+    assert variation.status == "invalid" and "do not differ" in variation.reason
