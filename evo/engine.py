@@ -394,7 +394,15 @@ class Engine:
     def _collect_proposals(self) -> None:
         for future in [f for f in self.proposing if f.done()]:
             self.proposing.remove(future)
-            self._register(future.result(), future.parent_ids)
+            variation, unavailable = future.result()
+            if unavailable:  # no key that works, or the spend cap: the offline operators carry on alone
+                log.warning("%s; continuing with the offline operators", variation.reason)
+                self.weights = REGISTRY.offline(self.weights)
+                self.store.add_individual(self.run_id, source=None, status="invalid", reason=variation.reason,
+                                          operator=variation.operator, parents=future.parent_ids,
+                                          llm_calls=variation.usage)
+                continue
+            self._register(variation, future.parent_ids)
 
     def _register(self, variation: Variation, parent_ids: tuple[str, ...]) -> None:
         """Stores a proposal as proposed, invalid, rejected or duplicate; a proposed child waits for a worker."""
@@ -502,15 +510,16 @@ class Engine:
             }
 
 
-def _call_operator(spec, parents, rng, settings) -> Variation:
-    """Runs one operator; whatever goes wrong becomes an invalid variation, never an exception in the loop."""
+def _call_operator(spec, parents, rng, settings) -> tuple[Variation, bool]:
+    """Runs one operator; whatever goes wrong becomes an invalid variation, never an exception in the loop.
+    Returns (variation, whether the operator's family became unavailable: spend cap, refused key)."""
     try:
-        return spec(parents, rng, **settings)
+        return spec(parents, rng, **settings), False
     except OperatorUnavailable as e:
-        return Variation.invalid(spec.name, str(e))
+        return Variation.invalid(spec.name, str(e)), True
     except Exception as e:  # an operator bug must not end the run: record it against the child
         log.exception("operator %s failed", spec.name)
-        return Variation.invalid(spec.name, f"{type(e).__name__}: {e}")
+        return Variation.invalid(spec.name, f"{type(e).__name__}: {e}"), False
 
 
 def _tuples(value):

@@ -80,6 +80,7 @@ def run(config: RunConfig, given: set[str]) -> int:
     from evo.store import describe_lock, lock_is_live, open_reader, read_lock
     from evo.task import harness_path, read_genome_file
     from evo.workers import bundle_task
+    from genome import validate
     from operators.llm_client import UNAVAILABLE, settings_from_env
     from operators.registry import REGISTRY
 
@@ -100,6 +101,9 @@ def run(config: RunConfig, given: set[str]) -> int:
     else:
         seed_source = read_genome_file(config.train)
         program = read_text_file(config.program, "--program")
+        verdict = validate(seed_source)
+        if not verdict.ok:
+            raise ConfigError(f"--train {config.train} is refused by the validator: {verdict.reason}")
 
     llm_settings = None
     if any(REGISTRY.get(name).needs_llm for name in config.operators):

@@ -96,7 +96,8 @@ class Worker:
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)
-        result.update(worker=self.name, node=self.node, started_at=started, finished_at=time.time(),
+        result.update(worker=f"{self.name}@{self.node_id[:8]}", node=self.node, started_at=started,
+                      finished_at=time.time(),
                       cuda_visible_devices=self.env.get("CUDA_VISIBLE_DEVICES"))
         return result
 

@@ -54,3 +54,21 @@ submit(Constant(vocab_size()))
 def sleeper_source(seconds: float, tag: str = "") -> str:
     """A genome that sleeps for `seconds` and submits a uniform model (a different tag gives a different source)."""
     return SLEEPER.replace("SLEEP_SECONDS", repr(seconds)) + (f"# {tag}\n" if tag else "")
+
+
+def napper_source(seconds: float = 2.0) -> str:
+    """A sleeper with hyperparameters, so the offline operators can make children of it: each child sleeps
+    NAP_SECONDS (mutated) and submits a constant model."""
+    return ("NAP_SECONDS = %r          # how long the evaluation sleeps\nLEARNING_RATE = 0.01       # unused\n"
+            % seconds) + SLEEPER.replace("SLEEP_SECONDS", "min(NAP_SECONDS, 10.0)")
+
+
+FAILING = '''
+"""A seed genome that cannot train: its first evaluation crashes."""
+from prepare import seed, submit, train_batches
+LEARNING_RATE = 0.01      # unused
+seed()
+next(iter(train_batches(1, 8)))
+raise RuntimeError("this seed genome is broken on purpose")
+submit(None)
+'''

@@ -1,0 +1,159 @@
+"""`evo run` end to end: a real local Ray, a real DuckDB file, real (tiny) training runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evo.store import open_reader
+from evo.errors import StoreError
+from tests.support.genomes import FAILING, ROOT, tiny_source
+
+TINY_RUN = ["--population", "4", "--budget-tokens", "4096", "--workers", "2", "--operators", "hyper,merge",
+            "--no-preflight", "--noise-seeds", "2", "--confirm-seeds", "1"]
+
+
+def task_dir(tmp_path, seed=None):
+    (tmp_path / "train.py").write_text(seed or tiny_source())
+    (tmp_path / "program.md").write_text((ROOT / "program.md").read_text())
+    return tmp_path
+
+
+def evo(evo_bin, cwd, *args, timeout=600):
+    return subprocess.run([evo_bin, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "EVO_LOG_LEVEL": "ERROR"})
+
+
+def wait_for_reader(db, seconds=60):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return open_reader(db)
+        except StoreError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
+    cwd = task_dir(tmp_path)
+    proc = evo(evo_bin, cwd, "run", "--evaluations", "8", *TINY_RUN)
+    assert proc.returncode == 0, proc.stderr
+    assert "best: " in proc.stdout and "lineage: evo lineage" in proc.stdout
+    with open_reader(cwd / "evo.duckdb") as db:
+        run = db.latest_run()
+        assert run.status == "finished" and run.noise_floor is not None
+        individuals = db.individuals(run.run_id)
+        seeds = [i for i in individuals if i.operator == "seed"]
+        assert len(seeds) == 1 and seeds[0].parents == ()
+        assert all(len(i.parents) >= 1 for i in individuals if i.operator != "seed")
+        assert all(len(i.parents) == 2 for i in individuals if i.operator.endswith("crossover"))
+        evaluations = db.evaluations(run.run_id)
+        assert all(e.status in ("ok", "crash", "timeout", "oom", "rejected") for e in evaluations)
+        assert sum(e.purpose == "search" for e in evaluations) == 8
+        assert sum(e.purpose == "noise" for e in evaluations) == 2
+        best_id = proc.stdout.split("best: ")[1].split()[0]
+        best = [e for e in evaluations if e.individual_id == best_id and e.status == "ok"]
+        assert any(e.purpose == "confirm" for e in best) or best_id == seeds[0].id
+        assert len({e.seed for e in evaluations if e.purpose == "search"}) == 1  # shared search seed
+        assert set(db.population(run.run_id)) <= {i.id for i in individuals}
+        assert 1 <= len(db.population(run.run_id)) <= 4
+    status = evo(evo_bin, cwd, "status")
+    assert status.returncode == 0 and "finished" in status.stdout and "search evals     8/8 done" in status.stdout
+
+
+def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path):
+    cwd = task_dir(tmp_path)
+    run = subprocess.Popen([evo_bin, "run", "--evaluations", "10", *TINY_RUN], cwd=cwd, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env={**os.environ, "EVO_LOG_LEVEL": "ERROR"})
+    reported = 0
+    for line in run.stdout:
+        if "search " in line and " done" in line:
+            reported = int(line.split("search ")[1].split()[0])
+            if reported >= 3:
+                break
+    assert reported >= 3
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    with wait_for_reader(cwd / "evo.duckdb") as db:
+        run_id = db.latest_run().run_id
+        before = {e.id: (e.individual_id, e.val_bpb, e.status) for e in db.evaluations(run_id)}
+    assert sum(1 for _, _, status in before.values()) >= reported + 2  # the noise evaluations, then the search ones
+
+    proc = evo(evo_bin, cwd, "run", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {run_id} resumed" in proc.stdout
+    with open_reader(cwd / "evo.duckdb") as db:
+        after = {e.id: (e.individual_id, e.val_bpb, e.status) for e in db.evaluations(run_id)}
+        assert db.latest_run().status == "finished"
+        search = [e for e in db.evaluations(run_id) if e.purpose == "search" and e.status != "interrupted"]
+        assert len(search) >= 10
+    assert all(after[k] == v for k, v in before.items())  # nothing finished was lost or changed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--population", "1"], "--population must be at least 2; got 1"),
+    (["--population", "4", "--tournament-size", "9"], "--tournament-size must be between 2 and the population size (4)"),
+    (["--operators", "hyper,magic"], "unknown operator 'magic'"),
+    (["--selection", "roulette"], "--selection must be one of tournament, best, random"),
+    (["--resume", "--db", "missing.duckdb"], "--resume: no database at missing.duckdb"),
+    (["--address", "127.0.0.1:9", "--operators", "hyper"], "--address 127.0.0.1:9: cannot reach a Ray cluster there"),
+    (["--train", "nope.py", "--operators", "hyper"], "nope.py: no such file"),
+])
+def test_bad_run_input_gets_one_clear_line(evo_bin, tmp_path, args, message):
+    proc = evo(evo_bin, task_dir(tmp_path), "run", *args, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_resume_on_a_file_with_no_run(evo_bin, tmp_path):
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "empty.duckdb")).close()
+    proc = evo(evo_bin, task_dir(tmp_path), "run", "--resume", "--db", "empty.duckdb", timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "has no run to resume" in proc.stderr or "not an evo store" in proc.stderr
+
+
+def test_a_seed_that_fails_is_reported_before_the_population_starts(evo_bin, tmp_path):
+    proc = evo(evo_bin, task_dir(tmp_path, FAILING), "run", "--evaluations", "4", *TINY_RUN)
+    assert proc.returncode == 1
+    assert "the seed train.py failed its first evaluation (crash)" in proc.stderr
+    assert "broken on purpose" in proc.stderr
+    with open_reader(tmp_path / "evo.duckdb") as db:
+        run = db.latest_run()
+        assert run.status == "failed"
+        assert not [e for e in db.evaluations(run.run_id) if e.purpose == "search"]
+
+
+def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
+    cwd = task_dir(tmp_path)
+    live = subprocess.Popen([evo_bin, "run", "--evaluations", "50", *TINY_RUN], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in live.stdout:
+            if "started" in line:
+                break
+        proc = evo(evo_bin, cwd, "run", "--evaluations", "2", *TINY_RUN, timeout=120)
+        assert proc.returncode == 1
+        assert "evo.duckdb is in use by a live run" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        status = evo(evo_bin, cwd, "status", "--json", timeout=120)  # answered by the live driver
+        assert status.returncode == 0 and '"status": "running"' in status.stdout
+    finally:
+        live.send_signal(signal.SIGINT)
+        try:
+            out, _ = live.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            live.kill()
+            raise
+    assert "resume with: evo run --resume" in out
+    with open_reader(cwd / "evo.duckdb") as db:
+        assert db.latest_run().status == "interrupted"
