@@ -8,6 +8,7 @@ the environment before Ray starts, so no worker or training process inherits the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -105,6 +106,8 @@ def run(config: RunConfig, given: set[str]) -> int:
         if not verdict.ok:
             raise ConfigError(f"--train {config.train} is refused by the validator: {verdict.reason}")
 
+    # The driver may run in another working directory (a cluster's worker): it gets an absolute path.
+    config = dataclasses.replace(config, db=str(Path(config.db).expanduser().resolve()))
     llm_settings = None
     if any(REGISTRY.get(name).needs_llm for name in config.operators):
         settings = settings_from_env(os.environ, model=config.model, max_cost_usd=config.max_llm_cost)
