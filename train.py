@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
 
 # ---------------------------------------------------------------------------
@@ -44,7 +45,8 @@ INIT_STD = 0.02           # std of the normal init for matrices
 
 
 def rms_norm(x):
-    return F.rms_norm(x, (x.size(-1),))
+    """F.rms_norm over the last dimension, with no learned scale."""
+    return kernels.rms_norm(x)
 
 
 def rotary_tables(seq_len, head_dim, base, device):
@@ -54,10 +56,9 @@ def rotary_tables(seq_len, head_dim, base, device):
 
 
 def apply_rotary(x, cos, sin):
-    """x: [B, T, H, D]; rotates the two halves of each head by position-dependent angles."""
-    half = x.size(-1) // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    """x: [B, T, H, D]; rotates the two halves of each head by position-dependent angles:
+    cat(x1 * cos - x2 * sin, x1 * sin + x2 * cos) with x1, x2 the halves of x."""
+    return kernels.apply_rotary(x, cos, sin)
 
 
 class Attention(nn.Module):
@@ -109,16 +110,27 @@ class GPT(nn.Module):
             if name.endswith("proj.weight") or name.endswith("down.weight"):
                 nn.init.zeros_(p)  # residual branches start as identity
 
-    def forward(self, idx):
+    def features(self, idx):
+        """idx [B, T] -> the normalised hidden states [B, T, WIDTH] that the output layer reads."""
         T = idx.size(1)
         cos, sin = self.cos[:, :T], self.sin[:, :T]
         x = rms_norm(self.embed(idx))
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.head(rms_norm(x)).float()
+        return rms_norm(x)
+
+    def forward(self, idx):
+        """idx [B, T] -> logits [B, T, vocab]: what submit() scores."""
+        logits = self.head(self.features(idx)).float()
         if LOGIT_SOFTCAP:
             logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         return logits
+
+    def loss(self, idx, targets):
+        """Mean cross-entropy of forward(idx) against targets: the same head and softcap, fused so that all the
+        logits are never held at once on CUDA. If forward() changes how it makes logits, change this to match
+        (F.cross_entropy(self(idx).view(-1, V), targets.view(-1)) always does)."""
+        return kernels.linear_cross_entropy(self.features(idx), self.head.weight, targets, softcap=LOGIT_SOFTCAP)
 
 
 # ---------------------------------------------------------------------------
@@ -163,8 +175,7 @@ for step, (x, y) in enumerate(train_batches(BATCH_SIZE, CONTEXT, device)):
     multiplier = lr_multiplier(progress())
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * multiplier
-    logits = model(x)
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+    loss = model.loss(x, y)
     if not math.isfinite(loss.item()):
         raise SystemExit(f"training diverged: loss is {loss.item()} at step {step}")
     optimizer.zero_grad(set_to_none=True)

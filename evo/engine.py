@@ -252,9 +252,12 @@ class Engine:
         task = job.task
         from datetime import datetime, timezone
 
-        started = datetime.fromtimestamp(result.get("started_at", job.started), timezone.utc).replace(tzinfo=None)
+        def utc(t):
+            return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) if t else None
+
         self.store.add_evaluation(self.run_id, task.individual, result, purpose=task.purpose,
-                                  worker=result.get("worker"), started_at=started)
+                                  worker=result.get("worker"), started_at=utc(result.get("started_at", job.started)),
+                                  finished_at=utc(result.get("finished_at")))
         ok = result["status"] == "ok"
         if task.purpose == "search":
             self.counters.search_done += 1

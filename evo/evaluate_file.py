@@ -9,7 +9,7 @@ from pathlib import Path
 
 from evo.errors import TaskError
 from evo.sandbox import Budget, EvalRequest, evaluate
-from evo.task import harness_path, load_harness, read_genome_file
+from evo.task import fixed_files, harness_path, load_harness, read_genome_file
 
 
 def ensure_dataset(harness_file: Path, notify: Callable[[str], None] | None = None) -> tuple[Path, dict]:
@@ -45,7 +45,7 @@ def evaluate_file(path: str, *, budget_seconds: float | None = None, budget_toke
     if notify:
         notify(f"evaluating {path}: budget {budget.describe()}, seed {seed}")
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,
-                          time_limit=time_limit, threads=threads)
+                          time_limit=time_limit, threads=threads, fixed_files=fixed_files(harness_file))
     result = evaluate(request, on_line=on_line).to_dict()
     result["fingerprint"] = fingerprint
     return result

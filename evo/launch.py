@@ -79,7 +79,7 @@ def run(config: RunConfig, given: set[str]) -> int:
     """The whole of `evo run`; returns the exit status."""
     from evo.evaluate_file import ensure_dataset
     from evo.store import describe_lock, lock_is_live, open_reader, read_lock
-    from evo.task import harness_path, read_genome_file
+    from evo.task import fixed_files, harness_path, read_genome_file
     from evo.workers import bundle_task
     from genome import validate
     from operators.llm_client import UNAVAILABLE, settings_from_env
@@ -119,8 +119,7 @@ def run(config: RunConfig, given: set[str]) -> int:
 
     harness = harness_path()
     dataset, _ = ensure_dataset(harness, notify=lambda m: print(m, file=sys.stderr))
-    fixed = [p for p in (harness.parent / "kernels.py",) if p.is_file()]
-    bundle = bundle_task([harness, *fixed], dataset)
+    bundle = bundle_task([harness, *fixed_files(harness)], dataset)
 
     holder = read_lock(config.db)
     if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly

@@ -1,7 +1,8 @@
 """The task files: where prepare.py, train.py and program.md come from, and `evo init`.
 
 A source checkout keeps them at the repository root; an installed wheel carries copies under evo/task/. A
-directory that holds its own prepare.py (a checkout, or one made by `evo init`) uses that one.
+directory that holds its own prepare.py (a checkout, or one made by `evo init`) uses that one. kernels.py is fixed
+like prepare.py: train.py imports it, and the sandbox copies it read-only next to the child.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from types import ModuleType
 
 from evo.errors import ConfigError, TaskError
 
-TASK_FILES = ("prepare.py", "train.py", "program.md")
+TASK_FILES = ("prepare.py", "kernels.py", "train.py", "program.md")
+# Fixed files a child's train.py may import, copied read-only next to it in the sandbox.
+HARNESS_FILES = ("prepare.py", "kernels.py")
 
 
 def packaged_task_dir() -> Path:
@@ -35,6 +38,11 @@ def task_dir(cwd: Path | None = None) -> Path:
 
 def harness_path(cwd: Path | None = None) -> Path:
     return task_dir(cwd) / "prepare.py"
+
+
+def fixed_files(harness: Path) -> tuple[Path, ...]:
+    """The fixed files beside a harness other than prepare.py itself (kernels.py), those that exist."""
+    return tuple(harness.parent / name for name in HARNESS_FILES[1:] if (harness.parent / name).is_file())
 
 
 def load_harness(path: Path) -> ModuleType:

@@ -55,11 +55,10 @@ def test_metric_does_not_change_with_the_models_own_loss_code(evo_bin, tmp_path)
     same as the honest one: the harness computes the cross-entropy from the logits."""
     honest = tiny_source()
     flattering = honest.replace(
-        "    def forward(self, idx):\n        T = idx.size(1)",
+        "    def forward(self, idx):\n",
         "    def forward(self, idx, targets=None, reduction='mean'):\n"
         "        if targets is not None:\n"
-        "            return torch.zeros(targets.shape) if reduction == 'none' else torch.zeros(())\n"
-        "        T = idx.size(1)")
+        "            return torch.zeros(targets.shape) if reduction == 'none' else torch.zeros(())\n")
     assert flattering != honest
     a = evo_eval_json(evo_bin, write(tmp_path, "a.py", honest), *TINY_BUDGET)[1]
     b = evo_eval_json(evo_bin, write(tmp_path, "b.py", flattering), *TINY_BUDGET)[1]
@@ -93,9 +92,9 @@ def test_training_spec_names_no_validation_data(evo_bin, tmp_path):
 
 def test_future_peeking_child_is_rejected(evo_bin, tmp_path):
     source = tiny_source().replace(
-        "        logits = self.head(rms_norm(x)).float()",
+        "        return rms_norm(x)\n",
         "        x = x + self.embed(torch.roll(idx, -1, dims=1))  # sees the next token\n"
-        "        logits = self.head(rms_norm(x)).float()")
+        "        return rms_norm(x)\n")
     proc, result = evo_eval_json(evo_bin, write(tmp_path, "train.py", source), *TINY_BUDGET)
     assert result["status"] == "rejected"
     assert "causality check failed" in result["error"]
@@ -180,7 +179,7 @@ def test_init_writes_a_task_that_evaluates(evo_bin, tmp_path):
     target = tmp_path / "task"
     proc = run([evo_bin, "init", str(target)])
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in target.iterdir()) == ["prepare.py", "program.md", "train.py"]
+    assert sorted(p.name for p in target.iterdir()) == ["kernels.py", "prepare.py", "program.md", "train.py"]
     assert (target / "prepare.py").read_text() == (ROOT / "prepare.py").read_text()
     (target / "train.py").write_text(tiny_source())
     proc, result = evo_eval_json(evo_bin, "train.py", *TINY_BUDGET, cwd=target)
