@@ -71,6 +71,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="evo.duckdb")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
+    p = sub.add_parser("sql", help="read-only SQL over the store (also during a live run)")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--format", default="table", help="table, csv or json (default table)")
+
+    p = sub.add_parser("lineage", help="the path from the seed to an individual, step by step")
+    p.add_argument("id", metavar="ID", help="an individual id (or a unique prefix of 4+ characters)")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--run", help="the run (default: the latest)")
+    p.add_argument("--diff", action="store_true", help="show each step's diff")
+
+    p = sub.add_parser("show", help="an individual's train.py (or its diff against its parent)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--run", help="the run (default: the latest)")
+    p.add_argument("--diff", action="store_true", help="the diff against its first parent")
+
+    p = sub.add_parser("export", help="write an individual's train.py to a file")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--run", help="the run (default: the latest)")
+
+    p = sub.add_parser("logs", help="the captured output of an evaluation")
+    p.add_argument("evaluation_id", metavar="EVAL_ID")
+    p.add_argument("--db", default="evo.duckdb")
+
     p = sub.add_parser("init", help="write prepare.py, train.py and program.md into a new directory")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--force", action="store_true", help="overwrite existing task files")
@@ -164,7 +191,16 @@ def _cmd_status(args, argv) -> int:
     return print_status(args.db, as_json=args.json)
 
 
-COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init, "run": _cmd_run, "status": _cmd_status}
+def _inspect(name):
+    def handler(args, argv):
+        from evo import inspect_cmds
+
+        return getattr(inspect_cmds, f"cmd_{name}")(args, argv)
+    return handler
+
+
+COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init, "run": _cmd_run, "status": _cmd_status,
+            **{name: _inspect(name) for name in ("sql", "lineage", "show", "export", "logs")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, argv)
     except EvoError as e:
-        print(f"evo {args.command}: error: {e}", file=sys.stderr)
+        message = str(e).removeprefix(f"evo {args.command}: ")
+        print(f"evo {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"evo {args.command}: interrupted", file=sys.stderr)

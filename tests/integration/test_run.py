@@ -1,5 +1,6 @@
 """`evo run` end to end: a real local Ray, a real DuckDB file, real (tiny) training runs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -147,6 +148,10 @@ def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
         status = evo(evo_bin, cwd, "status", "--json", timeout=120)  # answered by the live driver
         assert status.returncode == 0 and '"status": "running"' in status.stdout
+        counted = evo(evo_bin, cwd, "sql", "SELECT count(*) AS n FROM individuals", "--format", "json", timeout=120)
+        assert counted.returncode == 0, counted.stderr
+        live_count = json.loads(counted.stdout)[0]["n"]
+        assert live_count >= 1
     finally:
         live.send_signal(signal.SIGINT)
         try:
@@ -156,4 +161,6 @@ def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
             raise
     assert "resume with: evo run --resume" in out
     with open_reader(cwd / "evo.duckdb") as db:
-        assert db.latest_run().status == "interrupted"
+        run = db.latest_run()
+        assert run.status == "interrupted"
+        assert live_count <= len(db.individuals(run.run_id))

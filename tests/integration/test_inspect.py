@@ -1,0 +1,85 @@
+"""Reading a finished run: evo sql, lineage, show, export (scored again by evo eval), logs."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from evo.store import open_reader
+from tests.integration.test_run import TINY_RUN, task_dir
+
+EVALUATIONS = 6
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, evo_cache):
+    from pathlib import Path
+    import sys
+
+    evo_bin = str(Path(sys.executable).with_name("evo"))
+    cwd = task_dir(tmp_path_factory.mktemp("finished-run"))
+    proc = subprocess.run([evo_bin, "run", "--evaluations", str(EVALUATIONS), *TINY_RUN], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    best = proc.stdout.split("best: ")[1].split()[0]
+    return cwd, best
+
+
+def evo(evo_bin, cwd, *args):
+    return subprocess.run([evo_bin, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_sql_counts_individuals_in_json(evo_bin, finished):
+    cwd, _ = finished
+    proc = evo(evo_bin, cwd, "sql", "SELECT count(*) AS n FROM individuals", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    with open_reader(cwd / "evo.duckdb") as db:
+        expected = len(db.individuals(db.latest_run().run_id))
+    assert json.loads(proc.stdout) == [{"n": expected}]
+    csv_out = evo(evo_bin, cwd, "sql", "SELECT operator, count(*) AS n FROM individuals GROUP BY 1 ORDER BY 1",
+                  "--format", "csv").stdout.splitlines()
+    assert csv_out[0] == "operator,n" and any(line.startswith("seed,1") for line in csv_out)
+
+
+def test_lineage_walks_from_the_seed(evo_bin, finished):
+    cwd, best = finished
+    proc = evo(evo_bin, cwd, "lineage", best[:8], "--diff")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("run ") and lines[0].endswith(best)
+    assert lines[1].strip().startswith("seed ")
+
+
+def test_export_of_the_best_scores_as_the_store_says(evo_bin, finished, tmp_path):
+    cwd, best = finished
+    out = tmp_path / "best_train.py"
+    assert evo(evo_bin, cwd, "export", best, "-o", str(out)).returncode == 0
+    assert out.read_text() == evo(evo_bin, cwd, "show", best).stdout
+    with open_reader(cwd / "evo.duckdb") as db:
+        stored = next(e for e in db.evaluations(db.latest_run().run_id)
+                      if e.individual_id == best and e.status == "ok")
+    proc = evo(evo_bin, cwd, "eval", str(out), "--json", "--budget-tokens", str(stored.budget_tokens),
+               "--seed", str(stored.seed), "--threads", "1")
+    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(stored.val_bpb, abs=0)
+
+
+def test_logs_print_an_evaluations_output(evo_bin, finished):
+    cwd, _ = finished
+    proc = evo(evo_bin, cwd, "logs", "1")
+    assert proc.returncode == 0 and "model:" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lineage", "ffffffff"], "no individual 'ffffffff'"),
+    (["show", "nothere"], "no individual 'nothere'"),
+    (["sql", "SELEC 1"], "syntax error"),
+    (["sql", "DROP TABLE runs"], "not allowed"),
+    (["sql", "SELECT 1", "--db", "missing.duckdb"], "no database at missing.duckdb"),
+    (["logs", "99999"], "no evaluation 99999"),
+])
+def test_bad_lookups_get_one_clear_line(evo_bin, finished, args, message):
+    cwd, _ = finished
+    proc = evo(evo_bin, cwd, *args)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
