@@ -94,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="evo.duckdb")
     p.add_argument("--run", help="the run (default: the latest)")
 
+    p = sub.add_parser("replay", help="re-evaluate the path from the seed to ID (and ablate each step)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--run", help="the run (default: the latest)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, metavar="K", help="fresh seeds, shared by every step (default 3)")
+    seeds.add_argument("--same-seeds", action="store_true", help="each individual's recorded seeds")
+    p.add_argument("--ablate", action="store_true", help="remove each step from ID alone and re-evaluate")
+    p.add_argument("--workers", type=int, help="evaluations at once (default: the run's)")
+    p.add_argument("--address", help="a Ray cluster to run on (HOST:PORT)")
+
     p = sub.add_parser("logs", help="the captured output of an evaluation")
     p.add_argument("evaluation_id", metavar="EVAL_ID")
     p.add_argument("--db", default="evo.duckdb")
@@ -191,6 +202,12 @@ def _cmd_status(args, argv) -> int:
     return print_status(args.db, as_json=args.json)
 
 
+def _cmd_replay(args, argv) -> int:
+    from evo.replay import run_replay
+
+    return run_replay(args)
+
+
 def _inspect(name):
     def handler(args, argv):
         from evo import inspect_cmds
@@ -200,6 +217,7 @@ def _inspect(name):
 
 
 COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init, "run": _cmd_run, "status": _cmd_status,
+            "replay": _cmd_replay,
             **{name: _inspect(name) for name in ("sql", "lineage", "show", "export", "logs")}}
 
 

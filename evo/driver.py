@@ -50,7 +50,8 @@ class Population:
         self._bundle_ref, self._cache_root, self._placement = bundle_ref, cache_root, placement
         workers = [self._start_worker(i) for i in range(placement["count"])]
         self.engine = Engine(config, self.store, workers, self._start_worker, run_id=run_id,
-                             seed_source=seed_source, program=program, llm_client=llm, state=state)
+                             seed_source=seed_source, program=program, llm_client=llm, state=state,
+                             environment={"threads": placement["threads"], "dataset": placement.get("dataset")})
 
     def _start_worker(self, index: int):
         p = self._placement
@@ -86,6 +87,16 @@ class Population:
     def query(self, sql: str, max_rows: int | None = None, timeout: float | None = 60.0):
         """A read-only query on the live store (`evo sql` during a run), on a cursor of its own."""
         return self.store.query(sql, max_rows=max_rows, timeout=timeout)
+
+    def record_replay(self, individual: dict | None, evaluation: dict | None) -> str | None:
+        """For `evo replay` against this live run: stores an ablated variant (returns its id) or a replay
+        evaluation, so the driver stays the store's only writer."""
+        with self.engine.lock:
+            if individual is not None:
+                return self.store.add_individual(self.run_id, **individual)
+            self.store.add_evaluation(self.run_id, evaluation.pop("individual_id"), evaluation, purpose="replay",
+                                      worker=evaluation.get("worker"))
+            return None
 
     def close(self) -> None:
         with self.engine.lock:

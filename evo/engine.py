@@ -72,8 +72,10 @@ class SeedFailed(EvoError):
 
 class Engine:
     def __init__(self, config: RunConfig, store, workers: list, make_worker, *, run_id: str, seed_source: str,
-                 program: str, llm_client=None, state: dict | None = None):
+                 program: str, llm_client=None, state: dict | None = None, environment: dict | None = None):
+        """environment: where evaluations run (worker threads, the dataset's key), saved for replay."""
         self.config = config
+        self.environment = dict(environment or {})
         self.store = store
         self.lock = threading.RLock()       # store and state: run() writes while status()/query() read
         self.workers = list(workers)
@@ -154,7 +156,7 @@ class Engine:
     def _save(self) -> None:
         state = {"rng": self.rng.getstate(), "counters": vars(self.counters), "noise_floor": self.noise_floor,
                  "phase": self.phase, "search_seed": self.search_seed, "fresh_seeds": self.fresh_seeds,
-                 "program": self.program, "workers": len(self.workers)}
+                 "program": self.program, "workers": len(self.workers), **self.environment}
         self.store.save_state(self.run_id, state)
 
     # -- the loop ----------------------------------------------------------------------------------------------------

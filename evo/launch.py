@@ -135,7 +135,7 @@ def _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id)
 
     start_ray(config.address)
     try:
-        where = placement(config)
+        where = {**placement(config), "dataset": bundle.dataset_key}
         name = f"evo-population-{os.getpid()}-{int(time.time())}"
         cache_root = str(Path(os.environ.get("EVO_CACHE_DIR") or Path.home() / ".cache" / "evo"))
         node = ray.get_runtime_context().get_node_id()

@@ -26,6 +26,8 @@ SCORED = ("search", "confirm", "noise")  # the purposes the fitness view average
 MARKERS = {"search": ("o", "#7f9cbf", 22), "confirm": ("s", "#2a9d3f", 40), "noise": ("D", "#e08a1e", 34),
            "replay": ("P", "#8e5bb5", 40)}
 PATH = "crimson"
+DPI = 110
+LABEL_SIZE = 7.5
 MAX_LABELS = 12  # a longer path labels its seed, its winner and its biggest improvements
 
 
@@ -54,7 +56,7 @@ def plot_run(reader: StoreReader, out: str | Path, run_id: str | None = None) ->
                (_draw_lineage(run, individuals, fitness, path), lineage_out)]
     for figure, target in figures:
         try:
-            figure.savefig(target, format="png", dpi=110, bbox_inches="tight")
+            figure.savefig(target, format="png", dpi=DPI, bbox_inches="tight")
         finally:
             plt.close(figure)
     return [out, lineage_out]
@@ -97,12 +99,16 @@ def _running_best(evaluations: list) -> tuple[list, list, list]:
 
 
 def _value_range(values: list[float], keep: list[float] = ()) -> tuple[float, float]:
-    """The val_bpb span to show: up to 3 interquartile ranges above the upper quartile (one diverged child at bpb 9
-    would flatten everything else), never cutting the values in keep."""
+    """The val_bpb span to show: up to Tukey's fence (1.5 interquartile ranges above the upper quartile), since one
+    diverged child at bpb 9 would flatten everything else; never cutting the values in keep."""
     v = np.asarray(values, dtype=float)
     q1, q3 = np.percentile(v, [25, 75])
-    lo, hi = float(min(v.min(), *keep)), float(max(min(v.max(), q3 + 3 * (q3 - q1)), *keep))
+    lo, hi = float(min([v.min(), *keep])), float(max([min(v.max(), q3 + 1.5 * (q3 - q1)), *keep]))
     return (lo - 0.005, hi + 0.005) if hi - lo < 1e-6 else (lo, hi)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _label(individual) -> str:
@@ -118,8 +124,9 @@ def _draw_progress(run, evaluations, individuals, fitness, path):
     minutes = lambda e: (e.finished_at - run.started_at).total_seconds() / 60
     ok = [e for e in evaluations if e.status == "ok" and e.val_bpb is not None]
     failed = [e for e in evaluations if not (e.status == "ok" and e.val_bpb is not None)]
-    fig, ax = plt.subplots(figsize=(13, 6.5))
+    fig, ax = plt.subplots(figsize=(13, 7), dpi=DPI)
     end = max(minutes(e) for e in evaluations)
+    ax.set_xlim(-0.02 * max(end, 1e-3), end * 1.03 + 1e-3)  # before the labels: they are laid out in pixels
     if ok:
         best_at, best, confirmed = _running_best(evaluations)
         firsts = {}
@@ -135,13 +142,12 @@ def _draw_progress(run, evaluations, individuals, fitness, path):
         above = [e for e in ok if e.val_bpb > hi]
         if above:
             ax.scatter([minutes(e) for e in above], [hi] * len(above), marker="^", s=30, c="0.45", zorder=2,
-                       label=f"{len(above)} above {hi:.3f}, drawn at the edge")
+                       label=f"{len(above)} above {hi:.3f}: drawn at {hi:.3f}" + ", value beside" * (len(above) <= 8))
+            for e in above[:8] if len(above) <= 8 else ():
+                ax.annotate(f"{e.val_bpb:.2f}", (minutes(e), hi), xytext=(5, -3), textcoords="offset points",
+                            fontsize=7, color="0.35")
         _draw_best(ax, [minutes(e) for e in best_at], best, confirmed, end)
-        labelled = _draw_path(ax, steps, individuals, fitness, minutes, hi, end)
-        # Headroom above the points for the path's labels, one row each.
-        room = min(0.6, 0.08 + 0.045 * labelled)
-        bottom = lo - 0.05 * (hi - lo)
-        ax.set_ylim(bottom, bottom + (hi - bottom) / (1 - room))
+        _draw_path(ax, steps, individuals, fitness, minutes, lo, hi)
         ax.set_ylabel("val_bpb (lower is better)")
     else:
         ax.set_yticks([])
@@ -150,15 +156,14 @@ def _draw_progress(run, evaluations, individuals, fitness, path):
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(e.status for e in failed).most_common())
         ax.plot([minutes(e) for e in failed], [0.985] * len(failed), "x", color="black", ms=6, clip_on=False,
                 transform=ax.get_xaxis_transform(), label=f"not ok, along the top: {statuses}", zorder=5)
-    ax.set_xlim(-0.02 * max(end, 1e-3), end * 1.03 + 1e-3)
     ax.set_xlabel("minutes since the run started")
     ax.grid(alpha=0.25)
     winner = fitness.get(path[-1]) if path else None
-    title = (f"evo run {run.run_id}: {len(evaluations)} evaluations of {len({e.individual_id for e in evaluations})}"
-             f" individuals over {end:.1f} min")
+    title = (f"evo run {run.run_id}: {_count(len(evaluations), 'evaluation')} of "
+             f"{_count(len({e.individual_id for e in evaluations}), 'individual')} over {end:.1f} min")
     if winner:
-        title += (f"\nwinner {winner.individual_id[:12]}: mean val_bpb {winner.mean_bpb:.4f} over {winner.n} "
-                  f"evaluation{'s' * (winner.n != 1)} (score {winner.score:.4f})")
+        title += (f"\nwinner {winner.individual_id[:12]}: mean val_bpb {winner.mean_bpb:.4f} over "
+                  f"{_count(winner.n, 'evaluation')} (score {winner.score:.4f})")
     ax.set_title(title, fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
@@ -177,26 +182,57 @@ def _draw_best(ax, at, best, confirmed, end) -> None:
                 label="confirmed best (mean val_bpb, confirm/noise evaluated)", zorder=3)
 
 
-def _draw_path(ax, steps, individuals, fitness, minutes, hi, end) -> int:
-    """Rings the winner's path at each step's first scored evaluation and labels the changes in rows above the
-    points, earliest highest, so the leader lines never cross a later label. Returns the number of labels."""
+def _draw_path(ax, steps, individuals, fitness, minutes, lo, hi) -> None:
+    """Rings the winner's path at each step's first scored evaluation, and hangs the changes' labels in rows above
+    the points on vertical leader lines. Sets the y limits, leaving room for the rows."""
+    bottom = lo - 0.05 * (hi - lo)
     if not steps:
-        return 0
+        ax.set_ylim(bottom, hi + 0.08 * (hi - bottom))
+        return
     xs, ys = [minutes(e) for e in steps], [min(e.val_bpb, hi) for e in steps]
     ax.plot(xs, ys, ls=":", lw=1, color=PATH, marker="o", ms=11, mfc="none", mew=1.5, zorder=4,
             label="winner's path (first parents)")
-    keep = range(len(steps))
+    keep = list(range(len(steps)))
     if len(steps) > MAX_LABELS:
         mean = lambda k: fitness[steps[k].individual_id].mean_bpb
         gains = sorted(range(1, len(steps) - 1), key=lambda k: mean(k - 1) - mean(k), reverse=True)
         keep = sorted({0, len(steps) - 1, *gains[:MAX_LABELS - 2]})
-    for row, k in enumerate(sorted(keep, key=lambda k: xs[k])):
-        ax.annotate(_label(individuals[steps[k].individual_id]), xy=(xs[k], ys[k]), xytext=(xs[k], 0.95 - 0.045 * row),
-                    textcoords=ax.get_xaxis_transform(), ha="right" if xs[k] > end * 0.6 else "left", va="center",
-                    fontsize=7.5, color=PATH, zorder=6,
+    texts = [_label(individuals[steps[k].individual_id]) for k in keep]
+    rows, aligns, height = _label_rows(ax, [xs[k] for k in keep], texts)
+    top_margin, band = 16, (max(rows) + 1) * height + 24  # pixels: the failures' x marks, then the label rows
+    ax.set_ylim(bottom, bottom + (hi - bottom) / (1 - band / ax.bbox.height))
+    for k, text, row, align in zip(keep, texts, rows, aligns):
+        y = 1 - (top_margin + (max(rows) - row + 0.5) * height) / ax.bbox.height
+        ax.annotate(text, xy=(xs[k], ys[k]), xytext=(xs[k], y), textcoords=ax.get_xaxis_transform(), ha=align,
+                    va="center", fontsize=LABEL_SIZE, color=PATH, zorder=6,
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85),
-                    arrowprops=dict(arrowstyle="-", color=PATH, lw=0.6, alpha=0.6))
-    return len(keep)
+                    arrowprops=dict(arrowstyle="-", color=PATH, lw=0.6, alpha=0.6,
+                                    relpos=(0, 0.5) if align == "left" else (1, 0.5)))
+
+
+def _label_rows(ax, xs, texts) -> tuple[list[int], list[str], float]:
+    """Rows (0 nearest the points), alignments and the row height in pixels for labels hung above points at xs:
+    labels in a row never overlap, and where it can be helped no leader line runs through another label."""
+    renderer = ax.figure.canvas.get_renderer()
+    probe = ax.text(0, 0, "", fontsize=LABEL_SIZE)
+    placed, rows, aligns, height = [], [0] * len(xs), [""] * len(xs), 0.0
+    for k in sorted(range(len(xs)), key=lambda k: -xs[k]):  # right to left: most lines then start to the right
+        probe.set_text(texts[k])
+        extent = probe.get_window_extent(renderer)
+        x, width, height = ax.transData.transform((xs[k], 0))[0], extent.width + 8, max(height, extent.height * 1.6)
+        left, right, aligns[k] = (x, x + width, "left") if x + width <= ax.bbox.x1 else (x - width, x, "right")
+
+        def fits(row, strict=True):
+            return all(not (r == row and a < right and left < b) and not (
+                strict and ((left <= px <= right and r >= row) or (a <= x <= b and r <= row)))
+                for r, px, a, b in placed)
+
+        rows[k] = next((r for r in range(2 * len(xs)) if fits(r)), None)
+        if rows[k] is None:
+            rows[k] = next(r for r in range(len(xs) + 1) if fits(r, strict=False))
+        placed.append((rows[k], x, left, right))
+    probe.remove()
+    return rows, aligns, height
 
 
 def _draw_lineage(run, individuals, fitness, path):
@@ -205,10 +241,10 @@ def _draw_lineage(run, individuals, fitness, path):
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(13, 7))
+    fig, ax = plt.subplots(figsize=(13, 7), dpi=DPI)
     nodes = [i for i in individuals.values() if i.id in fitness]  # birth order
     unevaluated = len(individuals) - len(nodes)
-    title = f"evo run {run.run_id}: lineage of {len(nodes)} evaluated individuals"
+    title = f"evo run {run.run_id}: lineage of {_count(len(nodes), 'evaluated individual')}"
     if unevaluated:
         title += f" ({unevaluated} without a successful evaluation not shown)"
     ax.set_title(title, fontsize=11)
@@ -216,6 +252,8 @@ def _draw_lineage(run, individuals, fitness, path):
     ax.set_ylabel("generation")
     if not nodes:
         ax.text(0.5, 0.5, "no successful evaluation yet", transform=ax.transAxes, ha="center", color="0.4")
+        ax.set_xticks([])
+        ax.set_yticks([])
         return fig
     at = {i.id: (i.birth, i.generation) for i in nodes}
     path_edges = set(zip(path, path[1:]))
@@ -233,20 +271,25 @@ def _draw_lineage(run, individuals, fitness, path):
                                              **styles[name]))
     values = [fitness[i.id].mean_bpb for i in nodes]
     lo, hi = _value_range(values)
+    size = float(np.clip(12000 / len(nodes), 12, 55))  # smaller dots for a crowded tree
     dots = ax.scatter([i.birth for i in nodes], [i.generation for i in nodes], c=values, cmap="viridis_r",
-                      norm=Normalize(lo, hi), s=55, edgecolors="white", linewidths=0.5, zorder=3)
+                      norm=Normalize(lo, hi), s=size, edgecolors="white", linewidths=0.5, zorder=3)
     marked = [at[i] for i in path if i in at]
     ax.scatter([p[0] for p in marked], [p[1] for p in marked], s=130, facecolors="none", edgecolors=PATH,
                linewidths=2, zorder=4)
     if path and path[-1] in at:
-        ax.annotate(f"winner {path[-1][:8]}\n{fitness[path[-1]].mean_bpb:.4f}", xy=at[path[-1]], xytext=(9, 9),
-                    textcoords="offset points", fontsize=8, color=PATH, zorder=5)
+        ax.annotate(f"winner {path[-1][:8]}: {fitness[path[-1]].mean_bpb:.4f}", xy=at[path[-1]], xytext=(-10, 10),
+                    textcoords="offset points", ha="right", fontsize=8, color=PATH, zorder=5,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
     fig.colorbar(dots, ax=ax, extend="max" if max(values) > hi else "neither", pad=0.02,
                  label="mean val_bpb (lower is better)")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.invert_yaxis()  # the seed at the top, as in a family tree
-    ax.margins(0.04, 0.08)
+    births, generations = [i.birth for i in nodes], [i.generation for i in nodes]
+    pad = max(1.0, 0.03 * (max(births) - min(births)))  # whole-number spans: a lone seed gets no 0.96 ticks
+    ax.set_xlim(min(births) - pad, max(births) + pad)
+    ax.set_ylim(max(generations) + 0.7, min(generations) - 0.7)  # the seed at the top, as in a family tree
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.2)
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    if any(edges.values()):
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     return fig

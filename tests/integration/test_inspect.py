@@ -83,3 +83,21 @@ def test_bad_lookups_get_one_clear_line(evo_bin, finished, args, message):
     proc = evo(evo_bin, cwd, *args)
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+
+
+def test_replay_with_the_same_seeds_reproduces_every_step_exactly(evo_bin, finished):
+    cwd, best = finished
+    proc = evo(evo_bin, cwd, "replay", best, "--same-seeds", "--ablate")
+    assert proc.returncode == 0, proc.stderr
+    assert "(reproduced exactly)" in proc.stdout, proc.stdout
+    with open_reader(cwd / "evo.duckdb") as db:
+        run_id = db.latest_run().run_id
+        replays = [e for e in db.evaluations(run_id) if e.purpose == "replay"]
+        assert replays and all(e.status == "ok" for e in replays)
+        recorded = {(e.individual_id, e.seed): e.val_bpb for e in db.evaluations(run_id)
+                    if e.purpose != "replay" and e.status == "ok"}
+        for e in replays:
+            if (e.individual_id, e.seed) in recorded:
+                assert e.val_bpb == recorded[(e.individual_id, e.seed)]
+    if "ablation of" in proc.stdout:
+        assert "step 1" in proc.stdout.split("ablation of")[1]
