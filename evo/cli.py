@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="evaluations at once (default: the run's)")
     p.add_argument("--address", help="a Ray cluster to run on (HOST:PORT)")
 
+    p = sub.add_parser("plot", help="progress and lineage pictures of a run (PNG)")
+    p.add_argument("--db", default="evo.duckdb")
+    p.add_argument("--run", help="the run (default: the latest)")
+    p.add_argument("--out", default="progress.png", help="the progress picture; the lineage tree goes beside it")
+
     p = sub.add_parser("logs", help="the captured output of an evaluation")
     p.add_argument("evaluation_id", metavar="EVAL_ID")
     p.add_argument("--db", default="evo.duckdb")
@@ -208,6 +213,24 @@ def _cmd_replay(args, argv) -> int:
     return run_replay(args)
 
 
+def _cmd_plot(args, argv) -> int:
+    from pathlib import Path
+
+    from evo.errors import StoreError
+    from evo.plot import plot_run
+    from evo.status import live_actor
+    from evo.store import open_reader
+
+    if live_actor(args.db) is not None:
+        raise StoreError(f"{args.db} is held by a live run; plot it when the run has finished")
+    if not Path(args.db).exists():
+        raise StoreError(f"no database at {args.db}")
+    with open_reader(args.db) as reader:
+        for path in plot_run(reader, args.out, args.run):
+            print(f"wrote {path}")
+    return 0
+
+
 def _inspect(name):
     def handler(args, argv):
         from evo import inspect_cmds
@@ -217,7 +240,7 @@ def _inspect(name):
 
 
 COMMANDS = {"prepare": _cmd_prepare, "eval": _cmd_eval, "init": _cmd_init, "run": _cmd_run, "status": _cmd_status,
-            "replay": _cmd_replay,
+            "replay": _cmd_replay, "plot": _cmd_plot,
             **{name: _inspect(name) for name in ("sql", "lineage", "show", "export", "logs")}}
 
 

@@ -33,7 +33,8 @@ MAX_LABELS = 12  # a longer path labels its seed, its winner and its biggest imp
 
 def plot_run(reader: StoreReader, out: str | Path, run_id: str | None = None) -> list[Path]:
     """Draws run_id (default: the latest run) into `out` and `<stem>_lineage.png` beside it (directories are made);
-    returns [progress path, lineage path]."""
+    returns [progress path, lineage path]. Puts matplotlib on the Agg backend, which closes pyplot figures open
+    under another backend."""
     run = reader.load_run(run_id) if run_id is not None else reader.latest_run()
     if run is None:
         raise StoreError(f"{reader.path.name} has no runs to plot")

@@ -101,3 +101,15 @@ def test_replay_with_the_same_seeds_reproduces_every_step_exactly(evo_bin, finis
                 assert e.val_bpb == recorded[(e.individual_id, e.seed)]
     if "ablation of" in proc.stdout:
         assert "step 1" in proc.stdout.split("ablation of")[1]
+
+
+def test_plot_writes_both_pictures(evo_bin, finished, tmp_path):
+    cwd, _ = finished
+    proc = evo(evo_bin, cwd, "plot", "--out", str(tmp_path / "p.png"))
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    for name in ("p.png", "p_lineage.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] >= 600 and image.size[1] >= 400
+            assert len(image.convert("RGB").getcolors(1 << 20)) > 20
