@@ -118,6 +118,10 @@ def run(config: RunConfig, given: set[str]) -> int:
     _scrub_secrets()
 
     harness = harness_path()
+    if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
+        from evo.task import load_harness
+
+        config = dataclasses.replace(config, budget_seconds=float(load_harness(harness).DEFAULT_BUDGET_SECONDS))
     dataset, _ = ensure_dataset(harness, notify=lambda m: print(m, file=sys.stderr))
     bundle = bundle_task([harness, *fixed_files(harness)], dataset)
 

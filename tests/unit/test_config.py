@@ -1,0 +1,58 @@
+"""Run settings: validated where they are built; --resume keeps the stored run's settings."""
+
+import pytest
+
+from evo.config import RunConfig
+from evo.errors import ConfigError
+from evo.selection import Member, elites, score, select_parents, survivors
+
+
+def test_resume_keeps_stored_settings_and_extends_stop_conditions():
+    stored = RunConfig(population=8, evaluations=10, budget_tokens=5000).stored()
+    resumed = RunConfig(evaluations=20, db="x.duckdb", resume=True).with_stored(stored, {"evaluations", "db"})
+    assert resumed.population == 8 and resumed.budget_tokens == 5000
+    assert resumed.evaluations == 20 and resumed.db == "x.duckdb"
+    kept = RunConfig(resume=True).with_stored(stored, set())
+    assert kept.evaluations == 10
+
+
+def test_resume_refuses_a_conflicting_flag_in_one_line():
+    stored = RunConfig(population=8, evaluations=10).stored()
+    with pytest.raises(ConfigError, match="--population 16 conflicts with the stored run's 8"):
+        RunConfig(population=16).with_stored(stored, {"population"})
+    assert RunConfig(population=8).with_stored(stored, {"population"}).population == 8  # same value is fine
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"population": 1}, "--population must be at least 2"),
+    ({"tournament_size": 17}, "--tournament-size must be between 2 and the population size (16)"),
+    ({"selection": "roulette"}, "--selection must be one of"),
+    ({"elites": 16}, "--elites must be between 0 and 15"),
+    ({"budget_seconds": 1, "budget_tokens": 1}, "not both"),
+    ({"hours": 0}, "--hours must be positive"),
+])
+def test_bad_settings_say_what_to_change(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig(**kwargs)
+
+
+def test_one_lucky_draw_cannot_outrank_a_confirmed_member():
+    confirmed = Member("a", score(3.00, 0.01, 4, noise_floor=0.05), 3.00, 4)
+    lucky = Member("b", score(2.98, None, 1, noise_floor=0.05), 2.98, 1)
+    assert confirmed.score < lucky.score
+    assert [m.id for m in elites([lucky, confirmed], 1)] == ["a"]
+    kept, dropped = survivors([lucky, confirmed], 1)
+    assert [m.id for m in kept] == ["a"] and [m.id for m in dropped] == ["b"]
+
+
+def test_selection_methods_follow_the_score():
+    import random
+
+    members = [Member(str(i), float(i), float(i), 1) for i in range(10)]
+    rng = random.Random(0)
+    assert [m.id for m in select_parents(members, 2, rng, "best", 3)][0] == "0"
+    picks = [select_parents(members, 1, rng, "tournament", 5)[0].score for _ in range(300)]
+    uniform = [select_parents(members, 1, rng, "random", 5)[0].score for _ in range(300)]
+    assert sum(picks) / 300 < sum(uniform) / 300 - 1.5  # tournaments favour low scores
+    pair = select_parents(members, 2, rng, "tournament", 3)
+    assert pair[0].id != pair[1].id
