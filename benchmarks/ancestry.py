@@ -29,19 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 
+from benchmarks.task_baseline import cpu_model  # noqa: E402
 from evo.store import open_writer  # noqa: E402
 
 RUN = "bench000"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def generate(conn: duckdb.DuckDBPyConnection, n: int, depth: int) -> str:

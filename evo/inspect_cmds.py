@@ -84,13 +84,18 @@ def cmd_lineage(args, argv) -> int:
     return 0
 
 
+def _genome(q, args) -> tuple[str, str, str]:
+    """(run id, individual id, source) of the individual args.id names in args.run (default: the latest run)."""
+    run_id = lookup.latest_run(q, args.run)
+    id = lookup.resolve(q, run_id, args.id)
+    return run_id, id, lookup.source(q, run_id, id)
+
+
 def cmd_show(args, argv) -> int:
     from genome import unified_diff
 
     with lookup.store_query(args.db) as q:
-        run_id = lookup.latest_run(q, args.run)
-        id = lookup.resolve(q, run_id, args.id)
-        text = lookup.source(q, run_id, id)
+        run_id, id, text = _genome(q, args)
         if args.diff:
             parent = lookup.node(q, run_id, id).parent
             if parent is None:
@@ -103,9 +108,7 @@ def cmd_show(args, argv) -> int:
 
 def cmd_export(args, argv) -> int:
     with lookup.store_query(args.db) as q:
-        run_id = lookup.latest_run(q, args.run)
-        id = lookup.resolve(q, run_id, args.id)
-        text = lookup.source(q, run_id, id)
+        _, id, text = _genome(q, args)
     out = Path(args.output)
     if out.is_dir():
         raise ConfigError(f"-o {args.output} is a directory; give a file name such as {out / 'train.py'}")
