@@ -113,3 +113,21 @@ def test_plot_writes_both_pictures(evo_bin, finished, tmp_path):
         with Image.open(tmp_path / name) as image:
             assert image.size[0] >= 600 and image.size[1] >= 400
             assert len(image.convert("RGB").getcolors(1 << 20)) > 20
+
+
+def test_the_readmes_example_queries_run(evo_bin, finished):
+    import re
+
+    from tests.support.genomes import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## Questions in SQL", 1)[1].split("\n## ", 1)[0]
+    queries = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(queries) == 5
+    cwd, best = finished
+    for sql in queries:
+        proc = evo(evo_bin, cwd, "sql", sql, "--format", "json")
+        assert proc.returncode == 0, (sql, proc.stderr)
+        rows = json.loads(proc.stdout)
+        assert isinstance(rows, list)
+    winner = json.loads(evo(evo_bin, cwd, "sql", queries[-1], "--format", "json").stdout)
+    assert winner[0]["id"] == best and winner[-1]["operator"] == "seed"
