@@ -164,3 +164,55 @@ def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
         run = db.latest_run()
         assert run.status == "interrupted"
         assert live_count <= len(db.individuals(run.run_id))
+
+
+def _descends_from(pid, ancestor):
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+    return False
+
+
+def _ray_task_processes(title, ancestor):
+    """Processes titled `title` (Ray names a worker busy in a task ray::Class.method) started under ancestor."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().startswith(title.encode()) and _descends_from(int(entry), ancestor):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_worker_killed_mid_run_costs_one_evaluation_not_the_run(evo_bin, tmp_path):
+    from tests.support.genomes import napper_source
+
+    cwd = task_dir(tmp_path, napper_source(8.0))
+    run = subprocess.Popen([evo_bin, "run", "--evaluations", "4", "--population", "4", "--budget-tokens", "1000",
+                            "--workers", "2", "--operators", "hyper", "--no-preflight", "--noise-seeds", "2",
+                            "--confirm-seeds", "1"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    for line in run.stdout:
+        if "] search:" in line:
+            break
+    deadline = time.time() + 120
+    while not (victims := _ray_task_processes("ray::Worker.evaluate", run.pid)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert victims
+    os.kill(victims[0], signal.SIGKILL)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out
+    with open_reader(cwd / "evo.duckdb") as db:
+        run_row = db.latest_run()
+        assert run_row.status == "finished"
+        lost = [e for e in db.evaluations(run_row.run_id) if e.error and "worker died" in e.error]
+        assert len(lost) == 1 and lost[0].status == "crash"
+        assert sum(e.purpose == "search" for e in db.evaluations(run_row.run_id)) >= 4
