@@ -20,7 +20,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import ray
 
@@ -51,7 +52,6 @@ class Running:
     task: Task
     worker: int
     started: float
-    ref: object
 
 
 @dataclass
@@ -119,8 +119,7 @@ class Engine:
             self.store.add_individual(self.run_id, source=seed_source, operator="seed", description="the seed train.py")
             self.genomes[self.seed_id] = Genome.seed(seed_source)
             self.parents[self.seed_id] = ()
-            seeds = [self.search_seed, *self.fresh_seeds[:self.config.noise_seeds - 1]]
-            for i, s in enumerate(seeds):
+            for i, s in enumerate(self._noise_seeds()):
                 self.confirm_queue.append(Task(self.seed_id, s, "noise", preflight=self.config.preflight and i == 0))
             self.phase = "noise"
             self._save()
@@ -148,10 +147,14 @@ class Engine:
                 self.ready.append(ind.id)
             if self.phase == "noise":
                 done = {s for s, _, _ in self.results.get(self.seed_id, [])}
-                for s in [self.search_seed, *self.fresh_seeds[:self.config.noise_seeds - 1]]:
+                for s in self._noise_seeds():
                     if s not in done:
                         self.confirm_queue.append(Task(self.seed_id, s, "noise"))
             self._queue_confirmations()
+
+    def _noise_seeds(self) -> list[int]:
+        """The seed genome's seeds: the search seed (so children pair with it) and fresh ones."""
+        return [self.search_seed, *self.fresh_seeds[:self.config.noise_seeds - 1]]
 
     def _save(self) -> None:
         state = {"rng": self.rng.getstate(), "counters": vars(self.counters), "noise_floor": self.noise_floor,
@@ -220,7 +223,7 @@ class Engine:
             ref = self.workers[w].evaluate.remote(
                 genome.source, task.seed, self.config.budget_seconds, self.config.budget_tokens,
                 self.config.time_limit, preflight=task.preflight)
-            self.running[ref] = Running(task, w, time.time(), ref)
+            self.running[ref] = Running(task, w, time.time())
 
     def _next_task(self) -> Task | None:
         if self.confirm_queue:
@@ -239,20 +242,21 @@ class Engine:
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError as e:
-                result = {"status": "crash", "error": f"worker died during the evaluation: {str(e).splitlines()[0]}",
-                          "seed": job.task.seed, "budget_seconds": self.config.budget_seconds,
-                          "budget_tokens": self.config.budget_tokens, "worker": f"worker-{job.worker}"}
+                result = self._no_result(job, "crash", f"worker died during the evaluation: {str(e).splitlines()[0]}")
                 self.workers[job.worker] = self.make_worker(job.worker)
             except ray.exceptions.RayError as e:
-                result = {"status": "crash", "error": f"evaluation failed in Ray: {str(e).splitlines()[0]}",
-                          "seed": job.task.seed, "worker": f"worker-{job.worker}"}
+                result = self._no_result(job, "crash", f"evaluation failed in Ray: {str(e).splitlines()[0]}")
             self.idle.add(job.worker)
             self.counters.busy_seconds += time.time() - job.started
             self._record(job, result)
 
+    def _no_result(self, job: Running, status: str, error: str) -> dict:
+        """The evaluation record of a job whose worker returned nothing (it died, or the run was stopped)."""
+        return {"status": status, "error": error, "seed": job.task.seed, "worker": f"worker-{job.worker}",
+                "budget_seconds": self.config.budget_seconds, "budget_tokens": self.config.budget_tokens}
+
     def _record(self, job: Running, result: dict) -> None:
         task = job.task
-        from datetime import datetime, timezone
 
         def utc(t):
             return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) if t else None
@@ -342,11 +346,8 @@ class Engine:
             except Exception:  # the worker may be gone already
                 pass
             self.store.add_evaluation(self.run_id, job.task.individual,
-                                      {"status": "interrupted", "seed": job.task.seed,
-                                       "budget_seconds": self.config.budget_seconds,
-                                       "budget_tokens": self.config.budget_tokens,
-                                       "error": "the run was stopped"}, purpose=job.task.purpose,
-                                      worker=f"worker-{job.worker}")
+                                      self._no_result(job, "interrupted", "the run was stopped"),
+                                      purpose=job.task.purpose, worker=f"worker-{job.worker}")
         self.running.clear()
         self.phase = "interrupted"
         self._save()

@@ -54,20 +54,20 @@ def start_ray(address: str | None) -> None:
         ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
-def placement(config: RunConfig) -> dict:
-    """How many workers, and what each holds: one GPU each when the cluster has GPUs, else a share of the CPUs."""
+def placement(workers: int | None) -> dict:
+    """How many workers (workers, or by default one per GPU, else one per 2 CPUs), and what each holds: one GPU
+    each when the cluster has GPUs, else an equal share of the CPUs, with torch threads to match."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 1))
     if gpus:
-        count = config.workers or gpus
+        count = workers or gpus
         return {"count": count, "use_gpus": True, "cpus_per_worker": 0, "threads": None}
-    count = config.workers or max(1, int(cpus // 2))
+    count = workers or max(1, int(cpus // 2))
     per = cpus / count
-    return {"count": count, "use_gpus": False, "cpus_per_worker": min(per, max(1.0, per)),
-            "threads": max(1, int(per))}
+    return {"count": count, "use_gpus": False, "cpus_per_worker": per, "threads": max(1, int(per))}
 
 
 def _scrub_secrets() -> None:
@@ -139,7 +139,7 @@ def _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id)
 
     start_ray(config.address)
     try:
-        where = {**placement(config), "dataset": bundle.dataset_key}
+        where = {**placement(config.workers), "dataset": bundle.dataset_key}
         name = f"evo-population-{os.getpid()}-{int(time.time())}"
         cache_root = str(Path(os.environ.get("EVO_CACHE_DIR") or Path.home() / ".cache" / "evo"))
         node = ray.get_runtime_context().get_node_id()

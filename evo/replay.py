@@ -12,6 +12,7 @@ through the live driver when a run holds the store, else by this process as the 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
@@ -96,8 +97,6 @@ def plan(q, run_id: str, id: str, seeds: int | None, same_seeds: bool, do_ablate
     path = lookup.path_from_seed(q, run_id, id)
     sources = {n.id: lookup.source(q, run_id, n.id) for n in path}
     state_rows = q(f"SELECT state, config FROM runs WHERE run_id = '{run_id}'")[1]
-    import json
-
     state = json.loads(state_rows[0][0] or "{}")
     config = json.loads(state_rows[0][1])
     used = {int(r[0]) for r in q(f"SELECT DISTINCT seed FROM evaluations WHERE run_id = '{run_id}' "
@@ -154,7 +153,7 @@ def run_replay(args) -> int:
 def _execute(args, run_id, id, jobs, ablations, existing, state, config) -> int:
     import ray
 
-    from evo.launch import start_ray
+    from evo.launch import placement, start_ray
     from evo.status import live_actor
     from evo.store import acquire_lock, open_writer, release_lock
     from evo.task import fixed_files, harness_path, load_harness
@@ -182,13 +181,13 @@ def _execute(args, run_id, id, jobs, ablations, existing, state, config) -> int:
                 source=text, operator="replay.ablate", parents=(id,),
                 description=f"{id} without step {i} ({after.operator}: {after.description})"[:200])
             jobs.append(Job(f"without step {i}", ind, text, winner_seeds))
-        threads = state.get("threads")
-        count = args.workers or max(1, state.get("workers", 1))
+        where = placement(args.workers or state.get("workers"))
         bundle = ray.put(bundle_task([harness, *fixed_files(harness)], dataset))
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        workers = start_workers(bundle, count, use_gpus=bool(ray.cluster_resources().get("GPU")),
-                                cpus_per_worker=min(1.0, cpus / count), threads=threads, memory_mb=0,
-                                cache_root=str(load_harness(harness).cache_dir()), name_prefix="replay")
+        # The run's own thread count, so that --same-seeds reproduces its numbers exactly.
+        workers = start_workers(bundle, where["count"], use_gpus=where["use_gpus"],
+                                cpus_per_worker=where["cpus_per_worker"], threads=state.get("threads"),
+                                memory_mb=0, cache_root=str(load_harness(harness).cache_dir()),
+                                name_prefix="replay")
         tasks = [(job, s) for job in jobs for s in job.seeds]
         idle, running = list(workers), {}
         while tasks or running:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...],
         try:
             os.replace(tmp, base)
         except OSError:  # another worker on this node got there first
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     harness = [base / "harness" / name for name in bundle.harness_files]
     return harness[0], tuple(harness[1:]), dataset
