@@ -2,7 +2,10 @@
 the PyTorch path against train.py's plain ops, bit for bit; the switch; the seed model exported with Triton forced.
 
 Every output a kernel writes is poisoned first: deterministic mode fills torch.empty() with NaN, so an element a
-kernel leaves unwritten shows up as NaN in the comparison."""
+kernel leaves unwritten shows up as NaN in the comparison.
+
+On a machine with a GPU, EVO_KERNEL_TESTS=cuda runs the same tests on the compiled kernels, with CUDA tensors.
+"""
 
 import os
 import subprocess
@@ -19,6 +22,8 @@ BF16_TOLERANCE = 2e-2
 
 
 TRITON_IMPORT_ERROR: list[str] = []
+MODES = ("interpreter", "cuda")
+MODE = os.environ.get("EVO_KERNEL_TESTS", "interpreter")
 
 
 def _is_triton_module(name: str) -> bool:
@@ -33,10 +38,19 @@ def kernels():
     The interpreter is chosen when @triton.jit functions (triton's own and ours) are decorated, so triton and
     kernels are imported here under TRITON_INTERPRET=1. Where something in this process imported triton before
     (torch.export does), that copy is set aside and put back afterwards (its compiled extension is shared);
-    otherwise the interpreted copy stays imported, since dropping it leaves nanobind objects to leak at exit."""
+    otherwise the interpreted copy stays imported, since dropping it leaves nanobind objects to leak at exit.
+
+    With EVO_KERNEL_TESTS=cuda, kernels.py is imported with the compiler instead, for tests on a GPU."""
+    if MODE not in MODES:
+        pytest.fail(f"EVO_KERNEL_TESTS must be one of {', '.join(MODES)}; got {MODE!r}")
+    if MODE == "cuda" and not torch.cuda.is_available():
+        pytest.skip("EVO_KERNEL_TESTS=cuda, but there is no CUDA device here")
     previous_env = os.environ.get("TRITON_INTERPRET")
     set_aside = {n: sys.modules.pop(n) for n in list(sys.modules) if _is_triton_module(n) or n == "kernels"}
-    os.environ["TRITON_INTERPRET"] = "1"
+    if MODE == "cuda":
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = "1"
     try:
         try:
             import triton  # noqa: F401
@@ -44,7 +58,7 @@ def kernels():
             TRITON_IMPORT_ERROR.append(str(e))
         import kernels as module
 
-        assert module.interpreted() == module.triton_available()
+        assert module.interpreted() == (module.triton_available() and MODE == "interpreter")
         yield module
     finally:
         if set_aside:
@@ -59,11 +73,14 @@ def kernels():
 
 @pytest.fixture
 def triton_path(kernels):
-    """The Triton path forced on CPU, with every freshly allocated float tensor filled with NaN."""
+    """The Triton path forced (on CPU tensors, or CUDA ones with EVO_KERNEL_TESTS=cuda: the tests' tensors are made
+    on the default device), with every freshly allocated float tensor filled with NaN."""
     if not kernels.triton_available():
         pytest.skip(f"triton does not import here ({TRITON_IMPORT_ERROR[-1]}): its kernels cannot run")
     deterministic = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
+    device = torch.get_default_device()
+    torch.set_default_device("cuda" if MODE == "cuda" else "cpu")
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = True
     assert torch.empty(8).isnan().all(), "poisoning is off: unwritten outputs would go unnoticed"
@@ -74,6 +91,7 @@ def triton_path(kernels):
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.set_default_device(device)
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -263,7 +281,7 @@ def test_linear_cross_entropy_with_a_frozen_weight_and_without_gradients(triton_
 def test_linear_cross_entropy_under_bfloat16_autocast(triton_path):
     h, weight = leaf(13, 16), leaf(37, 16, scale=0.5)
     targets = torch.randint(0, 37, (13,))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(h.device.type, dtype=torch.bfloat16):
         loss = triton_path.linear_cross_entropy(h, weight, targets, softcap=3.0, chunk_rows=6)
     loss.backward()
     hd, wd = f64(h), f64(weight)
@@ -309,12 +327,18 @@ def test_switch_picks_triton_only_for_cuda_or_when_forced(kernels):
         assert kernels.use_triton(cpu) is False
     with kernels.backend("triton"):
         assert kernels.get_backend() == "triton"
-        if kernels.triton_available():
-            assert kernels.use_triton(cpu) is True
-        else:
+        if not kernels.triton_available():
             with pytest.raises(RuntimeError, match="triton does not import"):
                 kernels.use_triton(cpu)
+        elif kernels.interpreted():
+            assert kernels.use_triton(cpu) is True
+        else:
+            with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+                kernels.use_triton(cpu)
     assert kernels.get_backend() == before
+    if torch.cuda.is_available():
+        with kernels.backend("auto"):
+            assert kernels.use_triton(torch.zeros(2, device="cuda")) is kernels.triton_available()
     with pytest.raises(ValueError, match="one of auto, triton, torch"):
         kernels.set_backend("cuda")
 
