@@ -15,10 +15,12 @@ under Triton's interpreter (TRITON_INTERPRET=1, set before this module is import
 with EVO_KERNELS=triton|torch|auto in the environment of a whole run.
 
 Ours or theirs: all three kernels are ours. liger-kernel (the obvious library: RMSNorm, RoPE and a fused linear
-cross-entropy with softcap) was tried first, and 0.8.5 fails under Triton 3.9's interpreter (its kernels call
-`.to()` on Python float arguments), so its kernels could not be tested on the CPU-only machines this project's
-tests run on. Each kernel's own comment says what else did not fit. None of them uses atomics: a weight's gradient
-is summed from per-program partial rows, so the Triton path gives the same bits run after run on one GPU.
+cross-entropy with softcap) was tried first. Under Triton 3.9's interpreter, liger-kernel 0.8.5's RMSNorm, and its
+fused linear cross-entropy once given a softcap (the seed has one), stop with an error (the kernels call `.to()` on
+Python float arguments), so they could not be tested on the CPU-only machines this project's tests run on; its
+cross-entropy without a softcap and its RoPE do run there. Each kernel's own comment says what else did not fit.
+None of ours uses atomics: a weight's gradient is summed from per-program partial rows, so the Triton path gives
+the same bits run after run on one GPU.
 """
 
 from __future__ import annotations
