@@ -166,14 +166,15 @@ class StoreReader:
                                "AND status <> 'duplicate' ORDER BY birth LIMIT 1", [run_id, source_hash])
         return rows[0][0] if rows else None
 
-    def ancestry(self, id: str) -> list[tuple[str, int]]:
-        """(id, depth) of an individual and every ancestor, nearest first (the ancestry macro)."""
-        _, rows = self._select("SELECT id, depth FROM ancestry(?)", [id])
+    def ancestry(self, id: str, run_id: str | None = None) -> list[tuple[str, int]]:
+        """(id, depth) of an individual and every ancestor, nearest first (the ancestry macro), in one run or all."""
+        _, rows = self._select("SELECT id, depth FROM ancestry(?, in_run := ?)", [id, run_id])
         return [(r[0], r[1]) for r in rows]
 
-    def descendants(self, id: str) -> list[tuple[str, int]]:
-        """(id, depth) of an individual and every descendant, nearest first (the descendants macro)."""
-        _, rows = self._select("SELECT id, depth FROM descendants(?)", [id])
+    def descendants(self, id: str, run_id: str | None = None) -> list[tuple[str, int]]:
+        """(id, depth) of an individual and every descendant, nearest first (the descendants macro), in one run or
+        all."""
+        _, rows = self._select("SELECT id, depth FROM descendants(?, in_run := ?)", [id, run_id])
         return [(r[0], r[1]) for r in rows]
 
     # Evaluations and fitness ------------------------------------------------------------------------------------

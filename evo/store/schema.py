@@ -19,8 +19,9 @@ Decisions, for whoever reads the file in SQL:
   noise):  std_err = max(std_bpb (sample std, 0 when n = 1), the run's noise_floor (0 when unset)) / sqrt(n);
   score = mean_bpb + k * std_err, lower is better; k is meta 'score_k' (default 1.0). A child measured once is
   charged a full noise floor; a confirmed individual with n evaluations is charged floor / sqrt(n).
-- `ancestry(id)` / `descendants(id)`: every ancestor (descendant) with its depth, the length of the shortest
-  parent path (0 = the individual itself), by recursive CTE over lineage. `UNION` (not `UNION ALL`) keeps the walk
+- `ancestry(id [, in_run := run_id])` / `descendants(...)`: every ancestor (descendant) with its depth, the length
+  of the shortest parent path (0 = the individual itself), by recursive CTE over lineage. A genome id can stand in
+  several runs of one file (the seed does); without in_run the walk starts from each of them. `UNION` (not `UNION ALL`) keeps the walk
   to one row per (individual, depth), so merges cannot multiply paths. The `USING KEY` form DuckDB 2.0 also
   supports measured 2x slower here.
 """
@@ -171,9 +172,9 @@ SELECT row_number() OVER (PARTITION BY f.run_id ORDER BY f.score, f.individual_i
 FROM fitness f JOIN individuals i ON i.run_id = f.run_id AND i.id = f.individual_id
 ORDER BY f.score, f.run_id, f.individual_id;
 
-CREATE OR REPLACE MACRO ancestry(of_id) AS TABLE
+CREATE OR REPLACE MACRO ancestry(of_id, in_run := NULL) AS TABLE
 WITH RECURSIVE walk(uid, depth) AS (
-    SELECT uid, 0 FROM individuals WHERE id = of_id
+    SELECT uid, 0 FROM individuals WHERE id = of_id AND (in_run IS NULL OR run_id = in_run)
     UNION
     SELECT l.parent_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.child_uid = w.uid
 ), nearest AS (
@@ -183,9 +184,9 @@ SELECT i.id, n.depth, i.run_id, i.operator, i.description, i.status, i.generatio
 FROM nearest n JOIN individuals i ON i.uid = n.uid
 ORDER BY n.depth, i.run_id, i.id;
 
-CREATE OR REPLACE MACRO descendants(of_id) AS TABLE
+CREATE OR REPLACE MACRO descendants(of_id, in_run := NULL) AS TABLE
 WITH RECURSIVE walk(uid, depth) AS (
-    SELECT uid, 0 FROM individuals WHERE id = of_id
+    SELECT uid, 0 FROM individuals WHERE id = of_id AND (in_run IS NULL OR run_id = in_run)
     UNION
     SELECT l.child_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.parent_uid = w.uid
 ), nearest AS (

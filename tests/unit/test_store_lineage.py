@@ -122,6 +122,10 @@ def test_one_genome_in_two_runs_keeps_each_runs_lineage_apart(tmp_path):
         [(b, 0, second), (seed, 1, second)]
     assert sorted(store.conn.execute("SELECT id, depth, run_id FROM descendants(?)", [seed]).fetchall()) == \
         sorted([(seed, 0, first), (seed, 0, second), (a, 1, first), (b, 1, second)])
+    assert store.conn.execute("SELECT id, depth, run_id FROM descendants(?, in_run := ?)", [seed, second]
+                              ).fetchall() == [(seed, 0, second), (b, 1, second)]
+    assert store.descendants(seed, first) == [(seed, 0), (a, 1)]
+    assert store.ancestry(seed, second) == [(seed, 0)] and store.ancestry(a, second) == []
     store.close()
 
 
