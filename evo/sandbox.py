@@ -2,7 +2,8 @@
 
     train phase:  python train.py     in a fresh temporary folder holding the child's train.py and a read-only
                                       copy of the harness; sees only the training split; ends in submit(), which
-                                      exports the model's graph
+                                      exports the model's graph. Behind evo.shield where the kernel allows it,
+                                      so the validation splits and the raw corpus are not even on its disk
     eval phase:   python -I prepare.py --evaluate SPEC
                                       a fresh, isolated process in another folder: loads the exported graph (no
                                       code from train.py) and scores it on the validation split
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from evo import shield
 from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.supervise import MEMORY_EXIT
@@ -97,6 +99,7 @@ class EvalResult:
     budget_tokens: int | None = None
     eval_seconds: float | None = None
     error: str | None = None
+    shielded: bool | None = None  # whether training ran behind evo.shield (None: it never started)
     log: str = ""
 
     def to_dict(self, with_log: bool = False) -> dict:
@@ -178,6 +181,15 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, memory_mb: fl
     return code, capture.text(), time.time() - t0
 
 
+def _shielded(cmd: list[str], dataset: Path) -> tuple[list[str], str | None]:
+    """cmd behind evo.shield, hiding what the training process must not read; or cmd itself and why not."""
+    why = shield.unavailable()
+    if why is not None:
+        return cmd, why
+    hide = [arg for path in shield.hidden_paths(dataset) for arg in ("--hide", str(path))]
+    return [sys.executable, "-I", "-m", "evo.shield", *hide, "--", *cmd], None
+
+
 def _failure_reason(output: str, code: int) -> tuple[str, str]:
     """(status, reason) for a phase that exited non-zero, from its exit status and the end of its output."""
     tail = [line for line in output.strip().splitlines() if line.strip()]
@@ -238,10 +250,14 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
             extra["OMP_NUM_THREADS"] = str(request.threads)
         env = clean_environment(os.environ, extra)
 
-        code, log, _ = _run_phase([sys.executable, "train.py"], train_dir,
-                                  {**env, "EVO_HARNESS_SPEC": str(work / "train_spec.json")}, limit,
-                                  request.memory_mb, on_line)
-        result.log = log
+        train_cmd, unshielded = _shielded([sys.executable, "train.py"], request.dataset)
+        note = f"evo: training runs without the shield ({unshielded})" if unshielded else None
+        if note and on_line:
+            on_line(note)
+        result.shielded = note is None
+        code, log, _ = _run_phase(train_cmd, train_dir, {**env, "EVO_HARNESS_SPEC": str(work / "train_spec.json")},
+                                  limit, request.memory_mb, on_line)
+        result.log = (note + "\n" if note else "") + log
         if code is None:
             result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
             return result

@@ -5,7 +5,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from evo.proctree import marked_pids
 from evo.sandbox import Budget, EvalRequest, clean_environment, evaluate
 from tests.support.genomes import ROOT, tiny_source
+from tests.support.processes import processes
 
 
 def request(source, dataset, **kw):
@@ -31,29 +34,44 @@ def pid_alive(pid):
         return False
 
 
-ESCAPE = textwrap.dedent("""
-    import subprocess, sys
-    escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-    print("ESCAPED", escaped.pid, flush=True)
-""")
+def escape(token: str) -> str:
+    """Code that starts a process in a session of its own, findable from outside by token."""
+    return textwrap.dedent(f"""
+        import subprocess, sys
+        escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)  # {token}"],
+                                   start_new_session=True)
+        print("ESCAPED", flush=True)
+    """)
+
+
+def escaped_while_running(source: str, token: str, **kw):
+    """Evaluates source in a thread; returns (result, the host pids of the escaped process seen while it ran)."""
+    seen, box = set(), {}
+    runner = threading.Thread(target=lambda: box.setdefault("result", evaluate(request(source, **kw))))
+    runner.start()
+    while runner.is_alive():
+        seen.update(processes(token))
+        time.sleep(0.1)
+    return box["result"], seen
 
 
 def test_a_process_that_left_the_session_is_ended_with_the_evaluation(dataset):
-    source = tiny_source().replace("torch.manual_seed(seed())", ESCAPE + "torch.manual_seed(seed())")
-    result = evaluate(request(source, dataset))
+    token = f"escape-{uuid.uuid4().hex}"
+    source = tiny_source().replace("torch.manual_seed(seed())", escape(token) + "torch.manual_seed(seed())")
+    result, seen = escaped_while_running(source, token, dataset=dataset)
     assert result.status == "ok", result.error
-    pid = int(next(line for line in result.log.splitlines() if line.startswith("ESCAPED")).split()[1])
-    assert not pid_alive(pid)
+    assert "ESCAPED" in result.log and seen
+    assert not any(pid_alive(pid) for pid in seen) and not processes(token)
 
 
 def test_the_whole_tree_ends_at_the_time_limit(dataset):
-    source = tiny_source().replace("submit(model)\n", ESCAPE + "import time\ntime.sleep(300)\n")
+    token = f"escape-{uuid.uuid4().hex}"
+    source = tiny_source().replace("submit(model)\n", escape(token) + "import time\ntime.sleep(300)\n")
     t0 = time.time()
-    result = evaluate(request(source, dataset, time_limit=10))
+    result, seen = escaped_while_running(source, token, dataset=dataset, time_limit=10)
     assert result.status == "timeout"
     assert time.time() - t0 < 60
-    pid = int(next(line for line in result.log.splitlines() if line.startswith("ESCAPED")).split()[1])
-    assert not pid_alive(pid)
+    assert seen and not any(pid_alive(pid) for pid in seen)
 
 
 def test_memory_over_the_limit_is_oom(dataset):
@@ -65,7 +83,8 @@ def test_memory_over_the_limit_is_oom(dataset):
 
 def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
     """SIGKILL the process running evaluate(): the supervisor ends the training and what it started."""
-    source = tiny_source().replace("submit(model)\n", ESCAPE + "import time\ntime.sleep(300)\n")
+    token = f"escape-{uuid.uuid4().hex}"
+    source = tiny_source().replace("submit(model)\n", escape(token) + "import time\ntime.sleep(300)\n")
     (tmp_path / "child.py").write_text(source)
     script = textwrap.dedent(f"""
         import sys
@@ -77,18 +96,17 @@ def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
                  on_line=lambda line: print(line, flush=True))
     """)
     runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    escaped = None
     for line in runner.stdout:
         if line.startswith("ESCAPED"):
-            escaped = int(line.split()[1])
             break
-    assert escaped and pid_alive(escaped)
+    escaped = processes(token)
+    assert escaped and all(pid_alive(pid) for pid in escaped)
     runner.kill()
     runner.wait()
     deadline = time.time() + 10
-    while pid_alive(escaped) and time.time() < deadline:
+    while any(pid_alive(pid) for pid in escaped) and time.time() < deadline:
         time.sleep(0.2)
-    assert not pid_alive(escaped)
+    assert not any(pid_alive(pid) for pid in escaped)
 
 
 def test_secrets_never_reach_the_child():

@@ -9,6 +9,7 @@ import ray
 
 from evo.workers import bundle_task, start_workers
 from tests.support.genomes import ROOT, sleeper_source
+from tests.support.processes import processes
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +59,15 @@ def test_a_worker_killed_mid_evaluation_costs_only_that_evaluation(bundle_ref, t
     lost = doomed.evaluate.remote(source, 1, None, 1000)
     kept = healthy.evaluate.remote(sleeper_source(3, "kept"), 1, None, 1000)
     deadline = time.time() + 60
-    while not (_processes("# doomed") and _processes("time.sleep(300)")) and time.time() < deadline:
+    while not (processes("# doomed") and processes("time.sleep(300)")) and time.time() < deadline:
         time.sleep(0.2)
-    escaped = _processes("time.sleep(300)")
-    assert _processes("# doomed") and escaped
+    escaped = processes("time.sleep(300)")
+    assert processes("# doomed") and escaped
     ray.kill(doomed)
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(lost, timeout=30)
     assert ray.get(kept, timeout=60)["status"] == "ok"
-    _wait_until(lambda: not _processes("# doomed"))  # the training process died with its worker
+    _wait_until(lambda: not processes("# doomed"))  # the training process died with its worker
     # What it started outside its session is swept before the next evaluation on this machine.
     assert ray.get(healthy.evaluate.remote(sleeper_source(0, "next"), 1, None, 1000))["status"] == "ok"
     _wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in escaped))
@@ -79,24 +80,3 @@ def _wait_until(condition, seconds=10):
         time.sleep(0.2)
     assert condition()
 
-
-def _processes(needle):
-    """Live processes whose command line, or whose train.py in their working directory, contains needle."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-            if not cmd:
-                continue  # a zombie: it has exited
-            if needle in cmd:
-                found.append(int(entry))
-            elif "train.py" in cmd:
-                with open(os.path.join(os.readlink(f"/proc/{entry}/cwd"), "train.py")) as f:
-                    if needle in f.read():
-                        found.append(int(entry))
-        except OSError:
-            continue
-    return found
