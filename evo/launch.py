@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from evo import shield
 from evo.config import RunConfig, read_text_file
 from evo.errors import ConfigError, EvoError, StoreError
 from evo.live import LiveView
@@ -154,6 +155,8 @@ def _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id)
         what = "resumed" if resume_run_id else "started"
         each = "one GPU each" if where["use_gpus"] else f"{where['threads']} thread(s) each"
         print(f"run {run_id} {what}: {where['count']} worker(s) ({each}), db {config.db}", flush=True)
+        if (why := shield.unavailable()) is not None:
+            print(f"note: training runs without the shield on this machine ({why})", flush=True)
         final = _watch(actor, config)
     finally:
         ray.shutdown()

@@ -41,7 +41,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _check(result: int, what: str) -> None:
     if result != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")  # FileNotFoundError for ENOENT
 
 
 def _enter_user_namespace(uid: int, gid: int, flags: int) -> None:
@@ -58,10 +58,14 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def _cover(path: Path) -> None:
-    if path.is_dir():
-        _mount("tmpfs", str(path), "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=555")
-    elif path.exists():
-        _mount("/dev/null", str(path), None, _MS_BIND)
+    """A directory gets an empty read-only tmpfs over it, a file /dev/null; a path that is gone needs nothing."""
+    try:
+        if path.is_dir():
+            _mount("tmpfs", str(path), "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=555")
+        elif path.exists():
+            _mount("/dev/null", str(path), None, _MS_BIND)
+    except FileNotFoundError:
+        pass
 
 
 def _die_with_parent() -> None:

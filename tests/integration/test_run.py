@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from evo import shield
 from evo.store import open_reader
 from evo.errors import StoreError
 from tests.support.genomes import FAILING, ROOT, tiny_source
@@ -63,6 +64,9 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
         assert len({e.seed for e in evaluations if e.purpose == "search"}) == 1  # shared search seed
         assert set(db.population(run.run_id)) <= {i.id for i in individuals}
         assert 1 <= len(db.population(run.run_id)) <= 4
+        _, rows = db.query("SELECT count(*) FROM evaluations WHERE log LIKE 'evo: training runs without the shield%'")
+        assert rows[0][0] == (0 if shield.unavailable() is None else len(evaluations))  # the workers use it
+    assert ("training runs without the shield" in proc.stdout) == (shield.unavailable() is not None)
     status = evo(evo_bin, cwd, "status")
     assert status.returncode == 0 and "finished" in status.stdout and "search evals     8/8 done" in status.stdout
 
