@@ -80,7 +80,7 @@ def run(config: RunConfig, given: set[str]) -> int:
     """The whole of `evo run`; returns the exit status."""
     from evo.evaluate_file import ensure_dataset
     from evo.store import describe_lock, lock_is_live, open_reader, read_lock
-    from evo.task import fixed_files, harness_path, read_genome_file
+    from evo.task import fixed_files, harness_path, load_harness, read_genome_file
     from evo.workers import bundle_task
     from genome import validate
     from operators.llm_client import UNAVAILABLE, settings_from_env
@@ -120,8 +120,6 @@ def run(config: RunConfig, given: set[str]) -> int:
 
     harness = harness_path()
     if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
-        from evo.task import load_harness
-
         config = dataclasses.replace(config, budget_seconds=float(load_harness(harness).DEFAULT_BUDGET_SECONDS))
     dataset, _ = ensure_dataset(harness, notify=lambda m: print(m, file=sys.stderr))
     bundle = bundle_task([harness, *fixed_files(harness)], dataset)
@@ -129,10 +127,11 @@ def run(config: RunConfig, given: set[str]) -> int:
     holder = read_lock(config.db)
     if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
-    return _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id)
+    cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
+    return _run_live(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id)
 
 
-def _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id) -> int:
+def _run_live(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -142,7 +141,6 @@ def _run_live(config, bundle, seed_source, program, llm_settings, resume_run_id)
     try:
         where = {**placement(config.workers), "dataset": bundle.dataset_key}
         name = f"evo-population-{os.getpid()}-{int(time.time())}"
-        cache_root = str(Path(os.environ.get("EVO_CACHE_DIR") or Path.home() / ".cache" / "evo"))
         node = ray.get_runtime_context().get_node_id()
         actor = Population.options(
             name=name, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,11 +30,11 @@ from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
+from evo.proctree import die_with_parent
+
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
-_PR_SET_PDEATHSIG = 1
-_SIGKILL = 9
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -69,7 +70,8 @@ def _cover(path: Path) -> None:
 
 
 def _die_with_parent() -> None:
-    _check(_libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0), "prctl")
+    if not die_with_parent(signal.SIGKILL):
+        raise OSError("prctl(PR_SET_PDEATHSIG) failed")
 
 
 def shielded_exec(hide: list[Path], cmd: list[str]) -> int:
@@ -79,7 +81,7 @@ def shielded_exec(hide: list[Path], cmd: list[str]) -> int:
     _enter_user_namespace(uid, gid, _CLONE_NEWNS | _CLONE_NEWPID)
     _die_with_parent()  # a new user namespace clears the parent-death signal the supervisor set
     if os.getppid() != parent:
-        return 128 + _SIGKILL
+        return 128 + signal.SIGKILL
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the outside's mounts
     for path in hide:
         _cover(path)
@@ -136,10 +138,17 @@ def unavailable() -> str | None:
         return str(e)
 
 
+def _user_cache() -> Path:
+    """prepare.cache_dir(), by its rule: prepare.py imports torch, too much to load into a worker for one path."""
+    if os.environ.get("EVO_CACHE_DIR"):
+        return Path(os.environ["EVO_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evo"
+
+
 def _cache_roots(dataset: Path) -> list[Path]:
     """The caches a dataset folder may sit in (CACHE/datasets/KEY or CACHE/bundles/DIGEST/datasets/KEY), and the
-    user's own (EVO_CACHE_DIR, else ~/.cache/evo)."""
-    roots = [Path(os.environ.get("EVO_CACHE_DIR") or Path.home() / ".cache" / "evo")]
+    user's own."""
+    roots = [_user_cache()]
     parent = dataset.resolve().parent
     if parent.name == "datasets":
         roots.append(parent.parent)

@@ -13,17 +13,15 @@ It runs the command, and
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from evo.proctree import kill_tree, marked_pids
+from evo.proctree import die_with_parent, kill_tree, marked_pids
 
 MEMORY_EXIT = 86
-_PR_SET_PDEATHSIG = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -39,27 +37,17 @@ def resident_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
-def _die_with_parent() -> None:
-    """The command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
-
-
 def main(argv: list[str]) -> int:
     marker, memory_mb, sep, *cmd = argv
     if sep != "--" or not cmd:
         print("usage: python -m evo.supervise MARKER MEMORY_MB -- COMMAND...", file=sys.stderr)
         return 2
     limit = float(memory_mb)
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
+    die_with_parent(signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect
         return 128 + signal.SIGTERM
-    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    # the command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent)
 
     def end(signum, _frame):
         kill_tree(child.pid, marker)
