@@ -171,24 +171,15 @@ SELECT row_number() OVER (PARTITION BY f.run_id ORDER BY f.score, f.individual_i
        i.operator, i.description, i.status, i.in_population, i.generation, i.birth
 FROM fitness f JOIN individuals i ON i.run_id = f.run_id AND i.id = f.individual_id
 ORDER BY f.score, f.run_id, f.individual_id;
+"""
 
-CREATE OR REPLACE MACRO ancestry(of_id, in_run := NULL) AS TABLE
+# ancestry() walks from child to parent, descendants() from parent to child; otherwise they are the same macro.
+WALK_MACRO = """
+CREATE OR REPLACE MACRO {name}(of_id, in_run := NULL) AS TABLE
 WITH RECURSIVE walk(uid, depth) AS (
     SELECT uid, 0 FROM individuals WHERE id = of_id AND (in_run IS NULL OR run_id = in_run)
     UNION
-    SELECT l.parent_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.child_uid = w.uid
-), nearest AS (
-    SELECT uid, min(depth) AS depth FROM walk GROUP BY uid
-)
-SELECT i.id, n.depth, i.run_id, i.operator, i.description, i.status, i.generation
-FROM nearest n JOIN individuals i ON i.uid = n.uid
-ORDER BY n.depth, i.run_id, i.id;
-
-CREATE OR REPLACE MACRO descendants(of_id, in_run := NULL) AS TABLE
-WITH RECURSIVE walk(uid, depth) AS (
-    SELECT uid, 0 FROM individuals WHERE id = of_id AND (in_run IS NULL OR run_id = in_run)
-    UNION
-    SELECT l.child_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.parent_uid = w.uid
+    SELECT l.{to}_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.{from_}_uid = w.uid
 ), nearest AS (
     SELECT uid, min(depth) AS depth FROM walk GROUP BY uid
 )
@@ -196,6 +187,8 @@ SELECT i.id, n.depth, i.run_id, i.operator, i.description, i.status, i.generatio
 FROM nearest n JOIN individuals i ON i.uid = n.uid
 ORDER BY n.depth, i.run_id, i.id;
 """
+MACROS = (WALK_MACRO.format(name="ancestry", to="parent", from_="child")
+          + WALK_MACRO.format(name="descendants", to="child", from_="parent"))
 
 
 def stored_version(conn: duckdb.DuckDBPyConnection) -> int | None:
@@ -228,6 +221,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection, path: str = "the store") -> i
     try:
         conn.execute(TABLES)
         conn.execute(VIEWS)
+        conn.execute(MACROS)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
         conn.execute("INSERT INTO meta VALUES ('score_k', ?) ON CONFLICT DO NOTHING", [repr(DEFAULT_SCORE_K)])
         conn.commit()
