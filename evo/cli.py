@@ -19,6 +19,13 @@ from evo.errors import ConfigError, EvoError, TaskError
 EXIT_USAGE = 2
 
 
+def _store_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
+    """--db, and --run for a command that looks at one run, as every command that uses the store spells them."""
+    p.add_argument("--db", default="evo.duckdb", help="the store (default evo.duckdb)")
+    if run:
+        p.add_argument("--run", help="the run (default: the latest)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evo", description="Evolutionary population search over train.py.")
     parser.add_argument("--version", action="version", version=f"evo {__version__}")
@@ -53,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--elites", type=int, default=2, help="best members always kept and confirmed (default 2)")
     p.add_argument("--workers", type=int, help="evaluations at once (default: one per GPU, else cores / 2)")
     p.add_argument("--address", help="join this Ray cluster (HOST:PORT) instead of starting a local one")
-    p.add_argument("--db", default="evo.duckdb", help="the store (default evo.duckdb)")
+    _store_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the latest run in --db")
     p.add_argument("--seed", type=int, default=0, help="the run's random seed (default 0)")
     p.add_argument("--train", default="train.py", help="the seed genome (default train.py)")
@@ -68,36 +75,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live view; only the final lines")
 
     p = sub.add_parser("status", help="the summary of a running or finished run")
-    p.add_argument("--db", default="evo.duckdb")
+    _store_flags(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
     p = sub.add_parser("sql", help="read-only SQL over the store (also during a live run)")
     p.add_argument("query", metavar="QUERY")
-    p.add_argument("--db", default="evo.duckdb")
+    _store_flags(p)
     p.add_argument("--format", default="table", help="table, csv or json (default table)")
 
     p = sub.add_parser("lineage", help="the path from the seed to an individual, step by step")
     p.add_argument("id", metavar="ID", help="an individual id (or a unique prefix of 4+ characters)")
-    p.add_argument("--db", default="evo.duckdb")
-    p.add_argument("--run", help="the run (default: the latest)")
+    _store_flags(p, run=True)
     p.add_argument("--diff", action="store_true", help="show each step's diff")
 
     p = sub.add_parser("show", help="an individual's train.py (or its diff against its parent)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--db", default="evo.duckdb")
-    p.add_argument("--run", help="the run (default: the latest)")
+    _store_flags(p, run=True)
     p.add_argument("--diff", action="store_true", help="the diff against its first parent")
 
     p = sub.add_parser("export", help="write an individual's train.py to a file")
     p.add_argument("id", metavar="ID")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--db", default="evo.duckdb")
-    p.add_argument("--run", help="the run (default: the latest)")
+    _store_flags(p, run=True)
 
     p = sub.add_parser("replay", help="re-evaluate the path from the seed to ID (and ablate each step)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--db", default="evo.duckdb")
-    p.add_argument("--run", help="the run (default: the latest)")
+    _store_flags(p, run=True)
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, metavar="K", help="fresh seeds, shared by every step (default 3)")
     seeds.add_argument("--same-seeds", action="store_true", help="each individual's recorded seeds")
@@ -106,13 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="a Ray cluster to run on (HOST:PORT)")
 
     p = sub.add_parser("plot", help="progress and lineage pictures of a run (PNG)")
-    p.add_argument("--db", default="evo.duckdb")
-    p.add_argument("--run", help="the run (default: the latest)")
+    _store_flags(p, run=True)
     p.add_argument("--out", default="progress.png", help="the progress picture; the lineage tree goes beside it")
 
     p = sub.add_parser("logs", help="the captured output of an evaluation")
     p.add_argument("evaluation_id", metavar="EVAL_ID")
-    p.add_argument("--db", default="evo.duckdb")
+    _store_flags(p)
 
     p = sub.add_parser("init", help="write prepare.py, train.py and program.md into a new directory")
     p.add_argument("dir", metavar="DIR")
