@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.support.genomes import ROOT
-from tests.integration.test_kernels_training import triton_import_error
+from tests.support.toolchain import triton_import_error
 
 KERNELS = {"_rms_norm_forward_kernel", "_rms_norm_backward_kernel", "_rotary_kernel", "_cross_entropy_kernel"}
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.support.genomes import ROOT, tiny_source
+from tests.support.toolchain import triton_import_error
 
 STEPS = 6
 BATCH, CONTEXT = 4, 32
@@ -51,13 +52,6 @@ def train(folder, kernel_backend: str) -> tuple[list[float], float, str]:
     losses = [float(loss) for _, loss in STEP_LINE.findall(proc.stdout)]
     val_bpb = float(re.search(r"^val_bpb:\s+([\d.]+)$", proc.stdout, re.M).group(1))
     return losses, val_bpb, proc.stdout
-
-
-def triton_import_error() -> str | None:
-    """Why `import triton` fails here, or None. Asked in a subprocess: this process keeps triton unimported, for
-    the unit tests that import it under the interpreter."""
-    proc = subprocess.run([sys.executable, "-c", "import triton"], capture_output=True, text=True, timeout=120)
-    return (proc.stderr.strip().splitlines() or ["failed"])[-1] if proc.returncode else None
 
 
 def test_seed_trains_the_same_with_and_without_the_kernels(tmp_path):

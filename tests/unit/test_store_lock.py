@@ -15,6 +15,7 @@ import pytest
 
 from evo.errors import StoreError
 from evo.store import acquire_lock, lock_is_live, lock_path, open_reader, open_writer, read_lock, release_lock
+from tests.support.asserts import one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,12 +65,6 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert "\n" not in text and text, text
-    return text
 
 
 def test_a_killed_writer_loses_no_evaluation_it_returned(tmp_path):

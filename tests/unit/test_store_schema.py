@@ -5,14 +5,9 @@ import pytest
 
 from evo.errors import StoreError
 from evo.store import SCHEMA_VERSION, create_schema, open_reader, open_writer
+from tests.support.asserts import one_line
 
 TABLES = {"meta", "runs", "sources", "individuals", "lineage", "evaluations", "llm_calls"}
-
-
-def one_line(error: pytest.ExceptionInfo) -> str:
-    text = str(error.value)
-    assert "\n" not in text and text, text
-    return text
 
 
 def test_schema_creation_is_idempotent_and_keeps_data(tmp_path):
