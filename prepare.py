@@ -17,10 +17,11 @@ train.py talks to this file through these functions and nothing else:
     progress()                the fraction of the budget spent so far, in [0, 1]
     submit(model)             the end of training; model(idx[B, T]) -> logits[B, T, V]
 
-Run standalone, submit() evaluates and prints the summary block. Under the evaluation sandbox (EVO_HARNESS_SPEC
-set), the training process only ever sees the training split: submit() exports the model as a graph, and a fresh
-process (`python prepare.py --evaluate SPEC`) scores that graph on the validation split. The cross-entropy is
-computed here, from the logits, never by the model's own loss code.
+Run standalone, submit() evaluates and prints the summary block. Under evo's sandbox, the training process sees
+no data at all: a harness process outside it (evo/batch_server.py) serves the batches over a channel
+(EVO_HARNESS_CHANNEL) and counts the budget, submit() hands the model over as a graph of pure tensor ops with its
+weights (evo/graph_archive.py), and a separate scoring process (evo/score.py) checks that graph and scores it here,
+with evaluate_program(). The cross-entropy is computed here, from the logits, never by the model's own loss code.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # ---------------------------------------------------------------------------
 # Constants (fixed: changing them changes what val_bpb means)
@@ -66,8 +66,8 @@ class HarnessError(Exception):
     """Bad input or a broken cache: reported as one line, never as a traceback."""
 
 
-# Set when the evaluation sandbox runs train.py: the training process gets the training split and nothing else.
-_TRAINING_PROCESS = "EVO_HARNESS_SPEC" in os.environ
+# Set when evo's sandbox runs train.py: a harness process serves this one over a channel, and nothing here reads data.
+_TRAINING_PROCESS = "EVO_HARNESS_CHANNEL" in os.environ
 
 
 def _report_harness_errors(kind, value, tb, _default=sys.excepthook):
@@ -452,34 +452,33 @@ def _positive(name: str, raw, kind):
 
 
 class _Session:
-    """The harness state of one training process: settings, the budget counter, the clock."""
+    """The harness state of one training process: settings, the budget counter, the clock. Under the sandbox,
+    the counting is done by the harness process that serves the batches; this only asks it."""
 
     def __init__(self):
-        spec_path = os.environ.get("EVO_HARNESS_SPEC")
-        if spec_path:
-            spec = json.loads(Path(spec_path).read_text())
-            self.managed = True
-            self.seed = int(spec["seed"])
-            seconds, tokens = spec.get("budget_seconds"), spec.get("budget_tokens")
-            self.train_dir = Path(spec["train_dir"])
-            self.model_path = Path(spec["model_path"])
-            self.stats_path = Path(spec["stats_path"])
-            if spec.get("threads"):
-                torch.set_num_threads(int(spec["threads"]))
+        self.client = None
+        if _TRAINING_PROCESS:
+            from evo.channel import TrainingClient  # the other end is evo.batch_server, outside this process
+
+            self.client = TrainingClient.from_environment()
+            settings = self.client.hello()
+            self.seed = int(settings["seed"])
+            seconds, tokens = settings.get("budget_seconds"), settings.get("budget_tokens")
+            self.vocab_size = int(settings["vocab_size"])
+            if settings.get("threads"):
+                torch.set_num_threads(int(settings["threads"]))
         else:
-            self.managed = False
             self.seed = int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ else DEFAULT_SEED
             seconds, tokens = os.environ.get("EVO_BUDGET_SECONDS"), os.environ.get("EVO_BUDGET_TOKENS")
             self.dataset = active_dataset()
             self.train_dir = self.dataset / "train"
+            self.vocab_size = _load_tokenizer_json(self.train_dir)["bos"] + 1
         if seconds is not None and tokens is not None:
             raise HarnessError("set a budget in seconds or in tokens, not both")
         if tokens is not None:
             self.budget = Budget(tokens=_positive("the token budget", tokens, int))
         else:
             self.budget = Budget(seconds=_positive("the seconds budget", seconds or DEFAULT_BUDGET_SECONDS, float))
-        self.tokenizer = _load_tokenizer_json(self.train_dir)
-        self.vocab_size = self.tokenizer["bos"] + 1
         self.tokens_seen = 0
         self.steps = 0
         self.started: float | None = None  # the clock starts at the first training batch
@@ -496,6 +495,8 @@ class _Session:
         return 0.0 if self.started is None else time.time() - self.started
 
     def progress(self) -> float:
+        if self.client is not None:
+            return self.client.progress()
         if self.budget.tokens is not None:
             return min(1.0, self.tokens_seen / self.budget.tokens)
         return min(1.0, self.elapsed() / self.budget.seconds)
@@ -537,12 +538,15 @@ def train_batches(B: int, T: int = SEQ_LEN, device: str | torch.device = "cpu"):
     s = _current()
     if B < 1 or T < 1:
         raise HarnessError(f"train_batches needs B >= 1 and T >= 1; got B={B}, T={T}")
+    device = torch.device(device)
+    if s.client is not None:
+        yield from _served_batches(s, B, T, device)
+        return
     data = s.data()
     if len(data) <= T + 1:
         raise HarnessError(f"the training split has {len(data)} tokens, too few for sequences of {T}")
     gen = torch.Generator().manual_seed(s.seed)
     offsets = torch.arange(T + 1)
-    device = torch.device(device)
     while True:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -554,6 +558,24 @@ def train_batches(B: int, T: int = SEQ_LEN, device: str | torch.device = "cpu"):
             break
         starts = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
         rows = data[starts[:, None] + offsets]
+        s.tokens_seen += B * T
+        s.steps += 1
+        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
+    s.exhausted = True
+
+
+def _served_batches(s: _Session, B: int, T: int, device: torch.device):
+    """Batches from the harness process: it draws them (the same rows the loop above would) and decides when
+    the budget is spent."""
+    if s.started is None:
+        s.started = time.time()
+    while True:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the harness's clock must see the work queued so far
+        answer, payload = s.client.batch(B, T)
+        if payload is None:
+            break
+        rows = torch.from_numpy(np.frombuffer(payload, dtype=np.uint16).astype(np.int64).reshape(B, T + 1))
         s.tokens_seen += B * T
         s.steps += 1
         yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
@@ -581,14 +603,19 @@ def submit(model: torch.nn.Module) -> None:
     }
     model.eval()
     example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
-    with torch.no_grad():
-        program = torch.export.export(model, (example,))
-    if s.managed:
-        torch.export.save(program, str(s.model_path))
-        _atomic_write(s.stats_path, json.dumps(stats).encode())
+    if s.client is not None:
+        from evo.graph_archive import ExportError, export_model
+
+        try:
+            archive = export_model(model, example)
+        except ExportError as e:
+            raise HarnessError(f"submit(model): {e}") from None
+        s.client.submit(archive, {"device": str(device), "peak_memory_mb": stats["peak_memory_mb"]})
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)  # nothing the child does after submit() can touch what it handed over
+    with torch.no_grad():
+        program = torch.export.export(model, (example,))
     result = evaluate_program(program.module(), s.dataset / "val", device)
     stats.update(result)
     stats["total_seconds"] = round(time.time() - s.process_start, 1)
@@ -623,15 +650,20 @@ class ModelRefused(Exception):
     """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
 
 
+CAUSALITY_TOLERANCE = 1e-3      # nats: how far a log-probability may move when only later tokens change
+
+
 def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches."""
+    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches, ordered
+    so that a batch never holds a window and its continuation: batch b holds windows b, b + nb, b + 2 nb, ...
+    (with nb batches), so one row's future is never another row of the same batch."""
     _refuse_in_training_process("the validation split")
     tokens = _load_tokens(val_dir / "val.bin")
     n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
     n = max(EVAL_BATCH, n - n % EVAL_BATCH)
     if (n * SEQ_LEN + 1) > len(tokens):  # tiny validation split: wrap around so the batch is whole
         tokens = tokens.repeat(math.ceil((n * SEQ_LEN + 1) / len(tokens)))
-    starts = torch.arange(n) * SEQ_LEN
+    starts = torch.arange(n).view(EVAL_BATCH, n // EVAL_BATCH).t().reshape(-1) * SEQ_LEN
     rows = tokens[starts[:, None] + torch.arange(SEQ_LEN + 1)]
     try:
         token_bytes = torch.from_numpy(np.load(val_dir / "token_bytes.npy")).to(device)
@@ -641,7 +673,7 @@ def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _logits(model, x: torch.Tensor, vocab: int) -> torch.Tensor:
-    out = model(x)
+    out = model(x.clone(memory_format=torch.contiguous_format))  # its own storage: nothing beyond x is reachable
     if not isinstance(out, torch.Tensor):
         raise ModelRefused(f"model(idx) must return a logits tensor; got {type(out).__name__}")
     if tuple(out.shape) != (x.shape[0], x.shape[1], vocab):
@@ -650,30 +682,36 @@ def _logits(model, x: torch.Tensor, vocab: int) -> torch.Tensor:
     return out
 
 
-def check_causality(model, x: torch.Tensor, vocab: int) -> None:
-    """Changing tokens after position t must not change the logits at positions up to t."""
-    base = _logits(model, x, vocab).float()
-    scale = base.abs().max().item() + 1e-6
-    tol = (1e-2 if base.dtype != torch.float32 else 1e-3) * scale
-    gen = torch.Generator().manual_seed(0)
-    T = x.shape[1]
-    for t in sorted({0, T // 3, (2 * T) // 3, T - 2}):
-        changed = x.clone()
-        noise = torch.randint(1, vocab, changed[:, t + 1:].shape, generator=gen).to(x.device)
-        changed[:, t + 1:] = (changed[:, t + 1:] + noise) % vocab
-        moved = (_logits(model, changed, vocab).float()[:, :t + 1] - base[:, :t + 1]).abs().max().item()
-        if moved > tol:
-            raise ModelRefused(f"causality check failed: changing tokens after position {t} moved the logits "
-                               f"at or before it by {moved:.3g}")
+def check_causality(model, x: torch.Tensor, log_probs: torch.Tensor, vocab: int, gen: torch.Generator) -> None:
+    """Changing the tokens after position t must not change any log-probability at positions up to t.
+
+    Each row gets its own cut point t, drawn from gen (seeded from a secret after the model was handed over);
+    every token after it is replaced at once, in every row, and one forward pass compares log_probs (those of x)
+    at or before each row's cut, within CAUSALITY_TOLERANCE nats. That catches a row reading its own future and a
+    row reading another row's future."""
+    B, T = x.shape
+    cuts = torch.randint(0, T - 1, (B,), generator=gen)
+    after = (torch.arange(T)[None, :] > cuts[:, None]).to(x.device)
+    noise = torch.randint(1, vocab, (B, T), generator=gen).to(x.device)
+    changed = torch.where(after, (x + noise) % vocab, x)
+    moved = (torch.log_softmax(_logits(model, changed, vocab).float(), dim=-1) - log_probs).abs().amax(dim=-1)
+    moved = moved.masked_fill(after, 0.0)
+    worst = moved.max().item()
+    if not worst <= CAUSALITY_TOLERANCE:  # NaN counts as moved
+        row = int(moved.amax(dim=-1).argmax())
+        raise ModelRefused(f"causality check failed: changing the tokens after position {int(cuts[row])} of a row "
+                           f"moved the log-probabilities at or before it by {worst:.3g} nats")
 
 
 @torch.no_grad()
-def evaluate_program(model, val_dir: Path, device) -> dict:
+def evaluate_program(model, val_dir: Path, device, check_seed: int | None = None) -> dict:
     """val_bpb of model on the validation split: cross-entropy from the model's logits, computed here, summed
-    in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens."""
+    in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens. Every batch
+    is also checked for causality (check_causality) at cut points drawn from check_seed, a fresh secret when
+    none is given."""
     rows, token_bytes = _val_windows(Path(val_dir), device)
     vocab = len(token_bytes)
-    check_causality(model, rows[:EVAL_BATCH, :-1], vocab)
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") if check_seed is None else check_seed)
     total_nats = 0.0
     total_bytes = 0
     for i in range(0, len(rows), EVAL_BATCH):
@@ -681,29 +719,13 @@ def evaluate_program(model, val_dir: Path, device) -> dict:
         logits = _logits(model, x, vocab).float()
         if not torch.isfinite(logits).all():
             raise ModelRefused("the model produced non-finite logits")
-        nats = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1), reduction="none")
+        log_probs = torch.log_softmax(logits, dim=-1)
+        check_causality(model, x, log_probs, vocab, gen)
+        nats = -log_probs.gather(-1, y.unsqueeze(-1)).reshape(-1)
         nbytes = token_bytes[y.reshape(-1)]
         total_nats += (nats.double() * (nbytes > 0)).sum().item()
         total_bytes += int(nbytes.sum().item())
     return {"val_bpb": total_nats / (math.log(2) * total_bytes), "eval_tokens": int(rows[:, 1:].numel())}
-
-
-def evaluate_exported(spec_path: str) -> dict:
-    """The evaluation process: loads the exported graph (no code from train.py runs here) and scores it."""
-    spec = json.loads(Path(spec_path).read_text())
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
-    val_dir = Path(spec["val_dir"])
-    t0 = time.time()
-    try:
-        program = torch.export.load(spec["model_path"])
-        device = torch.device(spec.get("device") or "cpu")
-        result = {"status": "ok", **evaluate_program(program.module(), val_dir, device)}
-    except ModelRefused as e:
-        result = {"status": "rejected", "error": str(e)}
-    result["eval_seconds"] = round(time.time() - t0, 2)
-    _atomic_write(Path(spec["result_path"]), json.dumps(result).encode())
-    return result
 
 
 # ---------------------------------------------------------------------------
@@ -717,13 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--source", choices=["kjv", "tinystories"], default=None,
                        help="kjv: the embedded default (offline); tinystories: downloaded (needs internet)")
     group.add_argument("--download", metavar="URL", help="build from a .txt/.jsonl/.parquet file at URL")
-    group.add_argument("--evaluate", metavar="SPEC", help=argparse.SUPPRESS)  # the sandbox's evaluation process
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
     args = parser.parse_args(argv)
     try:
-        if args.evaluate:
-            evaluate_exported(args.evaluate)
-            return 0
         print(f"Cache directory: {cache_dir()}")
         if args.text_dir:
             source = text_dir_source(args.text_dir)

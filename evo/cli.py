@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, metavar="S", help="wall-clock limit per training (default: budget)")
     p.add_argument("--memory-mb", type=float, default=0, help="resident memory limit per evaluation (default none)")
     p.add_argument("--quiet", action="store_true", help="no live view; only the final lines")
+    p.add_argument("--allow-unshielded", action="store_true",
+                   help="search even where training cannot be shielded (children could then forge their scores)")
 
     p = sub.add_parser("status", help="the summary of a running or finished run")
     _store_flags(p)
@@ -177,7 +179,8 @@ def _print_result(r: dict) -> None:
 
 RUN_FLAGS = ("population", "evaluations", "hours", "budget_seconds", "budget_tokens", "operators", "selection",
              "tournament_size", "elites", "workers", "address", "db", "resume", "seed", "train", "program", "model",
-             "max_llm_cost", "noise_seeds", "confirm_seeds", "preflight", "time_limit", "memory_mb", "quiet")
+             "max_llm_cost", "noise_seeds", "confirm_seeds", "preflight", "time_limit", "memory_mb", "quiet",
+             "allow_unshielded")
 
 
 def _given(argv: list[str]) -> set[str]:

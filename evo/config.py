@@ -13,7 +13,7 @@ from evo.selection import SELECTIONS
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
 # Settings that describe where and how this invocation runs rather than what the run is.
-PER_INVOCATION = ("db", "address", "resume", "workers", "quiet")
+PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class RunConfig:
     time_limit: float | None = None          # wall-clock limit of one training phase; None: from the budget
     memory_mb: float = 0                     # resident-memory limit per evaluation; 0: none
     quiet: bool = False
+    allow_unshielded: bool = False           # search even where training cannot run behind evo.shield
 
     def __post_init__(self):
         if self.population < 2:

@@ -57,7 +57,7 @@ class Population:
         p = self._placement
         return start_workers(self._bundle_ref, 1, use_gpus=p["use_gpus"], cpus_per_worker=p["cpus_per_worker"],
                              threads=p["threads"], memory_mb=self.config.memory_mb, cache_root=self._cache_root,
-                             name_prefix=f"worker-{index}")[0]
+                             name_prefix=f"worker-{index}", require_shield=not self.config.allow_unshielded)[0]
 
     def run_id_(self) -> str:
         return self.run_id

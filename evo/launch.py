@@ -107,6 +107,9 @@ def run(config: RunConfig, given: set[str]) -> int:
         if not verdict.ok:
             raise ConfigError(f"--train {config.train} is refused by the validator: {verdict.reason}")
 
+    if (why := shield.unavailable()) is not None and not config.allow_unshielded:
+        raise ConfigError(f"training cannot be shielded on this machine ({why}), so children could forge their "
+                          f"scores; pass --allow-unshielded to search anyway")
     # The driver may run in another working directory (a cluster's worker): it gets an absolute path.
     config = dataclasses.replace(config, db=str(Path(config.db).expanduser().resolve()))
     llm_settings = None
@@ -154,7 +157,7 @@ def _run_live(config, bundle, cache_root, seed_source, program, llm_settings, re
         each = "one GPU each" if where["use_gpus"] else f"{where['threads']} thread(s) each"
         print(f"run {run_id} {what}: {where['count']} worker(s) ({each}), db {config.db}", flush=True)
         if (why := shield.unavailable()) is not None:
-            print(f"note: training runs without the shield on this machine ({why})", flush=True)
+            print(f"note: training runs without the shield on this machine ({why}): --allow-unshielded", flush=True)
         final = _watch(actor, config)
     finally:
         ray.shutdown()

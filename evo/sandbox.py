@@ -1,15 +1,19 @@
 """One evaluation of one train.py, in processes of its own.
 
-    train phase:  python train.py     in a fresh temporary folder holding the child's train.py and a read-only
-                                      copy of the harness; sees only the training split; ends in submit(), which
-                                      exports the model's graph. Behind evo.shield where the kernel allows it,
-                                      so the validation splits and the raw corpus are not even on its disk
-    eval phase:   python -I prepare.py --evaluate SPEC
-                                      a fresh, isolated process in another folder: loads the exported graph (no
-                                      code from train.py) and scores it on the validation split
+    train phase:  python train.py     behind evo.shield: a root of its own with the runtime read-only, the
+                                      child's source and the harness's files in a scratch folder, a private
+                                      /tmp, no network, no data. Batches come over a channel from a BatchServer
+                                      thread here (evo.batch_server), which counts the budget; submit() sends
+                                      the model back over it as a graph archive (evo.graph_archive)
+    score phase:  python -I -m evo.score SPEC FD
+                                      behind evo.shield too, in a folder the child never saw: checks the
+                                      archive, runs its graph from an allow-list of ops, and scores it with the
+                                      harness's metric; its result is taken only from the pipe FD and only when
+                                      it exits 0
 
 Every failure becomes a status with its reason (ok, crash, timeout, oom, rejected); nothing here raises for a bad
-child. The numbers come from files the harness wrote, never from parsing the child's output.
+child. The numbers come from the batch server and the scorer, never from the child's output or its files.
+Where the kernel allows no namespaces both phases run unshielded, and the result says so (`shielded` false).
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evo import shield
+from evo.batch_server import (HANDOVER_ALLOWANCE, STARTUP_ALLOWANCE, BatchServer, ServeSettings, open_channel,
+                              vocab_from_tokenizer)
+from evo.channel import CHANNEL_VAR
 from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.supervise import MEMORY_EXIT
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
+MODEL_FILE = "model.evograph"
 _SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_", re.IGNORECASE)
 
 
@@ -55,10 +63,11 @@ class Budget:
             raise ConfigError(f"--budget-tokens must be positive; got {self.tokens}")
 
     def default_time_limit(self) -> float:
-        """Wall-clock limit of the train phase: the budget plus room for start-up and export. A token budget
-        assumes at least 2,000 tokens/s, since per-token compute would otherwise be free."""
+        """Wall-clock limit of the train phase: the budget plus the batch server's allowances for start-up and
+        for handing the model over. A token budget assumes at least 2,000 tokens/s, since per-token compute would
+        otherwise be free."""
         if self.seconds is not None:
-            return 1.5 * self.seconds + 60.0
+            return self.seconds + STARTUP_ALLOWANCE + HANDOVER_ALLOWANCE
         return 60.0 + self.tokens / 2000.0
 
     def describe(self) -> str:
@@ -80,6 +89,8 @@ class EvalRequest:
     memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
     fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
     score: bool = True            # False: stop after the train phase (the pre-flight)
+    batches: int | None = None    # serve at most this many batches, whatever their size (the pre-flight: 1)
+    require_shield: bool = False  # True: where the shield cannot run, fail instead of training unshielded
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables (CUDA_VISIBLE_DEVICES, ...)
 
 
@@ -152,42 +163,38 @@ class _Capture(threading.Thread):
 
 
 def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, memory_mb: float,
-               on_line: Callable[[str], None] | None) -> tuple[int | None, str, float]:
-    """Runs one phase under the supervisor (evo.supervise) to its end or its limit.
-    Returns (exit status, or None on timeout; output; seconds)."""
+               on_line: Callable[[str], None] | None, pass_fds: tuple[int, ...] = (),
+               deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, float]:
+    """Runs one phase under the supervisor (evo.supervise) to its end, its limit, or deadline() (a monotonic
+    time, which may move as the phase goes). Returns (exit status, or None on timeout; output; seconds)."""
     marker = new_marker()
     env = {**env, MARKER_VAR: marker}
     cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, str(memory_mb), "--", *cmd]
-    t0 = time.time()
+    t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
     capture = _Capture(proc.stdout, on_line)
     capture.start()
+    code = None
     try:
-        code = proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        code = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now, moving = time.monotonic(), deadline()
+            if now - t0 > limit or (moving is not None and now > moving):
+                break
     except BaseException:  # KeyboardInterrupt or the worker being torn down: the child goes with us
         kill_tree(proc.pid, marker)
         proc.wait()
         raise
     finally:
-        if proc.poll() is None or code is None:
-            kill_tree(proc.pid, marker)
-            proc.wait()
-        else:
-            kill_tree(proc.pid, marker)  # the phase is over: anything it left behind goes too
+        kill_tree(proc.pid, marker)  # the phase is over: anything it left behind goes too
+        proc.wait()
     capture.join(timeout=5)
-    return code, capture.text(), time.time() - t0
-
-
-def _shielded(cmd: list[str], dataset: Path) -> tuple[list[str], str | None]:
-    """cmd behind evo.shield, hiding what the training process must not read; or cmd itself and why not."""
-    why = shield.unavailable()
-    if why is not None:
-        return cmd, why
-    hide = [arg for path in shield.hidden_paths(dataset) for arg in ("--hide", str(path))]
-    return [sys.executable, "-I", "-m", "evo.shield", *hide, "--", *cmd], None
+    return code, capture.text(), time.monotonic() - t0
 
 
 def _failure_reason(output: str, code: int) -> tuple[str, str]:
@@ -211,13 +218,163 @@ PREFLIGHT_LIMIT = 300.0  # seconds for start-up, building the model, one step an
 def preflight(request: EvalRequest) -> EvalResult:
     """A cheap first check of a child: one training batch, then the export, no scoring. A broken child fails
     here in seconds instead of after its whole budget."""
-    quick = dataclasses.replace(request, budget=Budget(tokens=1), score=False,
+    quick = dataclasses.replace(request, score=False, batches=1,
                                 time_limit=min(PREFLIGHT_LIMIT, request.time_limit or PREFLIGHT_LIMIT))
     result = evaluate(quick)
     if result.status != "ok":
         result.error = f"pre-flight: {result.error}"
-        result.budget_seconds, result.budget_tokens = request.budget.seconds, request.budget.tokens
     return result
+
+
+def _gpu_visible(request: EvalRequest) -> bool:
+    """Whether this evaluation may use a GPU: the worker's CUDA_VISIBLE_DEVICES, else this process's, else
+    whether the machine has NVIDIA device nodes at all."""
+    value = request.env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if value is None:
+        return any(Path("/dev").glob("nvidia[0-9]*"))
+    return value.strip() not in ("", "-1")
+
+
+def _training_env(base: dict, shielded: bool, work: Path) -> dict:
+    """Where the training process keeps its caches: its own /tmp, emptied with the evaluation."""
+    tmp = "/tmp" if shielded else str(work / "train-tmp")
+    env = {**base, "TMPDIR": tmp, "XDG_CACHE_HOME": f"{tmp}/.cache", "TRITON_CACHE_DIR": f"{tmp}/.triton",
+           "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/.inductor"}
+    if shielded:
+        env.update(HOME=str(shield.INSIDE / "work"), USER="evo", LOGNAME="evo")
+    return env
+
+
+def _behind_shield(cmd: list[str], work: Path, name: str, binds: list[shield.Bind], covers: list[Path],
+                   gpu: bool) -> list[str]:
+    """cmd behind the shield, with work/name as its working folder and work/name-tmp as its /tmp."""
+    scratch, tmp, build = work / name, work / f"{name}-tmp", work / f"{name}-root"
+    shield.prepare_scratch(scratch, tmp)
+    build.mkdir()
+    spec = shield.Spec(binds=(*shield.runtime_binds(), *binds, shield.Bind(str(scratch), str(shield.INSIDE / "work"), True),
+                              shield.Bind(str(tmp), "/tmp", True)),
+                       cwd=str(shield.INSIDE / "work"), build_dir=str(build), covers=tuple(map(str, covers)), gpu=gpu)
+    return shield.command(spec, cmd)
+
+
+def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shielded: bool,
+           on_line: Callable[[str], None] | None) -> BatchServer | None:
+    """The train phase; returns the batch server that received the model, or None with result's status set."""
+    budget = request.budget
+    limit = request.time_limit or budget.default_time_limit()
+    scratch = work / "train"
+    shield.prepare_scratch(scratch, work / "train-tmp")
+    (scratch / "train.py").write_text(request.source, encoding="utf-8")
+    for path in (request.harness, *request.fixed_files):
+        shutil.copyfile(path, scratch / Path(path).name)
+    for path in scratch.iterdir():
+        os.chmod(path, 0o444)
+    ours, theirs = open_channel()
+    settings = ServeSettings(seed=request.seed, budget_seconds=budget.seconds, budget_tokens=budget.tokens,
+                             vocab_size=vocab_from_tokenizer(request.dataset / "train"), threads=request.threads,
+                             max_batches=request.batches)
+    server = BatchServer(ours, request.dataset / "train" / "train.bin", settings, work / "score" / MODEL_FILE)
+    cmd = [sys.executable, "train.py"]
+    if shielded:
+        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset), gpu=_gpu_visible(request))
+    env = _training_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work)
+    server.start()
+    try:
+        code, log, _ = _run_phase(cmd, scratch, env, limit, request.memory_mb, on_line,
+                                  pass_fds=(theirs.fileno(),), deadline=server.deadline)
+    finally:
+        theirs.close()
+    server.join(timeout=10)
+    result.log = log
+    result.training_seconds, result.tokens, result.num_steps = (
+        server.training_seconds(), server.tokens, server.steps)
+    result.device = server.info.get("device")
+    result.peak_memory_mb = server.info.get("peak_memory_mb")
+    if code is None:
+        if server.budget_end is not None and server.submitted is None:
+            result.status = "timeout"
+            result.error = f"the model did not arrive within {HANDOVER_ALLOWANCE:g} s of the budget's end"
+        else:
+            result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
+        return None
+    if code != 0:
+        result.status, result.error = _failure_reason(log, code)
+        return None
+    if server.violation:
+        result.error = f"the training process broke the harness protocol: {server.violation}"
+        return None
+    if server.submitted is None:
+        result.error = "train.py ended without calling submit(model)"
+        return None
+    return server
+
+
+def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shielded: bool) -> None:
+    """The score phase: sets result's status, val_bpb and error from the scorer's pipe."""
+    private = work / "score"
+    device = "cuda" if (result.device or "").startswith("cuda") and _gpu_visible(request) else "cpu"
+    if shielded:
+        inside = shield.INSIDE
+        spec = {"harness": str(inside / "harness" / "prepare.py"), "model": str(inside / "input" / MODEL_FILE),
+                "val_dir": str(inside / "data" / "val")}
+        binds = [shield.Bind(str(request.harness), spec["harness"]), shield.Bind(str(private), str(inside / "input")),
+                 shield.Bind(str(request.dataset / "val"), spec["val_dir"])]
+    else:
+        spec = {"harness": str(request.harness), "model": str(private / MODEL_FILE),
+                "val_dir": str(request.dataset / "val")}
+    spec.update(device=device, threads=request.threads)
+    spec_path = private / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    read_end, write_end = os.pipe()
+    cmd = [sys.executable, "-I", "-m", "evo.score",
+           str(shield.INSIDE / "input" / "spec.json") if shielded else str(spec_path), str(write_end)]
+    if shielded:
+        cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda")
+    else:
+        (work / "scorer").mkdir()
+    reader = _PipeReader(read_end)
+    reader.start()
+    try:
+        code, log, _ = _run_phase(cmd, work / "scorer", _training_env(env, shielded, work), EVAL_PHASE_LIMIT,
+                                  request.memory_mb, None, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    reader.join(timeout=10)
+    if log.strip():
+        result.log += "\n--- scoring ---\n" + log
+    if code is None:
+        result.status, result.error = "timeout", f"scoring exceeded {EVAL_PHASE_LIMIT:g} s"
+        return
+    scored = reader.result()
+    if code != 0 or scored is None:
+        status, reason = _failure_reason(log, code or 1)
+        result.status, result.error = status, f"scoring failed: {reason}"
+        return
+    result.status, result.val_bpb, result.error = scored["status"], scored.get("val_bpb"), scored.get("error")
+    result.eval_seconds, result.num_params = scored.get("eval_seconds"), scored.get("num_params")
+
+
+class _PipeReader(threading.Thread):
+    """Reads the scorer's result pipe to its end (at most 1 MiB), so the scorer never blocks on it."""
+
+    def __init__(self, fd: int):
+        super().__init__(daemon=True)
+        self.fd, self.data = fd, b""
+
+    def run(self):
+        with os.fdopen(self.fd, "rb") as f:
+            self.data = f.read(1 << 20)
+
+    def result(self) -> dict | None:
+        try:
+            scored = json.loads(self.data)
+        except ValueError:
+            return None
+        if not isinstance(scored, dict) or scored.get("status") not in ("ok", "rejected"):
+            return None
+        if scored["status"] == "ok" and not isinstance(scored.get("val_bpb"), float):
+            return None
+        return scored
 
 
 def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
@@ -225,80 +382,37 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
     """Trains and scores request.source. Never raises for a bad child; returns its status and reason."""
     sweep_orphans()
     budget = request.budget
-    limit = request.time_limit or budget.default_time_limit()
     result = EvalResult(status="crash", seed=request.seed, budget_seconds=budget.seconds,
                         budget_tokens=budget.tokens)
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="evo-eval-"))
     try:
-        train_dir, eval_dir = work / "train", work / "eval"
-        train_dir.mkdir()
-        eval_dir.mkdir()
-        (train_dir / "train.py").write_text(request.source, encoding="utf-8")
-        for folder, files in ((train_dir, (request.harness, *request.fixed_files)), (eval_dir, (request.harness,))):
-            for path in files:
-                shutil.copyfile(path, folder / Path(path).name)
-                os.chmod(folder / Path(path).name, 0o444)
-        out_dir = work / "out"
-        out_dir.mkdir()
-        spec = {"seed": request.seed, "budget_seconds": budget.seconds, "budget_tokens": budget.tokens,
-                "train_dir": str(request.dataset / "train"), "model_path": str(out_dir / "model.pt2"),
-                "stats_path": str(out_dir / "stats.json"), "threads": request.threads}
-        (work / "train_spec.json").write_text(json.dumps(spec))
+        os.chmod(work, 0o755)
+        (work / "score").mkdir()
+        unshielded = shield.unavailable()
+        if unshielded is not None and request.require_shield:
+            result.error = f"training cannot be shielded on this node ({unshielded}) and the run requires it"
+            return result
+        result.shielded = unshielded is None
+        note = f"evo: training runs without the shield ({unshielded})" if unshielded else None
+        if note and on_line:
+            on_line(note)
         extra = dict(request.env)
         if request.threads:
             extra["OMP_NUM_THREADS"] = str(request.threads)
         env = clean_environment(os.environ, extra)
-
-        train_cmd, unshielded = _shielded([sys.executable, "train.py"], request.dataset)
-        note = f"evo: training runs without the shield ({unshielded})" if unshielded else None
-        if note and on_line:
-            on_line(note)
-        result.shielded = note is None
-        code, log, _ = _run_phase(train_cmd, train_dir, {**env, "EVO_HARNESS_SPEC": str(work / "train_spec.json")},
-                                  limit, request.memory_mb, on_line)
-        result.log = (note + "\n" if note else "") + log
-        if code is None:
-            result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
+        server = _train(request, result, work, env, result.shielded, on_line)
+        if note:
+            result.log = note + "\n" + result.log
+        if server is None:
             return result
-        if code != 0:
-            result.status, result.error = _failure_reason(log, code)
-            return result
-        try:
-            stats = json.loads((out_dir / "stats.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            result.error = "train.py ended without calling submit(model)"
-            return result
-        for key in ("training_seconds", "tokens", "num_steps", "num_params", "peak_memory_mb", "device"):
-            setattr(result, key, stats.get(key))
         if not request.score:
             result.status = "ok"
             return result
-
-        eval_spec = {"model_path": spec["model_path"], "val_dir": str(request.dataset / "val"),
-                     "result_path": str(out_dir / "result.json"), "threads": request.threads,
-                     "device": stats.get("device")}
-        (work / "eval_spec.json").write_text(json.dumps(eval_spec))
-        code, eval_log, _ = _run_phase([sys.executable, "-I", "prepare.py", "--evaluate", str(work / "eval_spec.json")],
-                                       eval_dir, env, EVAL_PHASE_LIMIT, request.memory_mb, None)
-        if eval_log.strip():
-            result.log += "\n--- evaluation ---\n" + eval_log
-        if code is None:
-            result.status, result.error = "timeout", f"scoring exceeded {EVAL_PHASE_LIMIT:g} s"
-            return result
-        try:
-            scored = json.loads((out_dir / "result.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            result.status, result.error = _failure_reason(eval_log, code or 1)
-            result.error = f"scoring failed: {result.error}"
-            return result
-        result.status = scored["status"]
-        result.val_bpb = scored.get("val_bpb")
-        result.error = scored.get("error")
-        result.eval_seconds = scored.get("eval_seconds")
+        _score(request, result, work, env, result.shielded)
         return result
     finally:
         result.total_seconds = round(time.time() - t0, 2)
         if keep_dir is not None:
-            shutil.copytree(work, keep_dir, dirs_exist_ok=True)
+            shutil.copytree(work, keep_dir, dirs_exist_ok=True, symlinks=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -47,7 +47,9 @@ def main(argv: list[str]) -> int:
     if os.getppid() == 1:  # the parent died before prctl took effect
         return 128 + signal.SIGTERM
     # the command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)
-    child = subprocess.Popen(cmd, preexec_fn=die_with_parent)
+    # close_fds=False: the only inheritable descriptors here are those the evaluating process passed on purpose
+    # (the harness channel, the scorer's result pipe); Python opens everything else non-inheritable
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent, close_fds=False)
 
     def end(signum, _frame):
         kill_tree(child.pid, marker)

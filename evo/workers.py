@@ -46,11 +46,25 @@ def bundle_task(harness_files: list[Path], dataset: Path) -> TaskBundle:
     return TaskBundle({p.name: p.read_bytes() for p in harness_files}, dataset.name, files)
 
 
+def _intact(bundle: TaskBundle, base: Path) -> bool:
+    """Whether the bundle written at base still holds exactly the bundle's files (nothing changed them since)."""
+    files = {**{f"harness/{k}": v for k, v in bundle.harness_files.items()},
+             **{f"datasets/{bundle.dataset_key}/{k}": v for k, v in bundle.dataset_files.items()}}
+    try:
+        return all(hashlib.sha256((base / rel).read_bytes()).digest() == hashlib.sha256(data).digest()
+                   for rel, data in files.items())
+    except OSError:
+        return False
+
+
 def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...], Path]:
-    """Writes the bundle under root (once per content), returns (prepare.py, other harness files, dataset folder)."""
+    """Writes the bundle under root (once per content, again if its files changed since), returns (prepare.py,
+    other harness files, dataset folder)."""
     base = root / "bundles" / bundle.digest
     dataset = base / "datasets" / bundle.dataset_key
     done = base / ".complete"
+    if done.exists() and not _intact(bundle, base):
+        shutil.rmtree(base, ignore_errors=True)
     if not done.exists():
         tmp = root / "bundles" / f".{bundle.digest}.tmp-{os.getpid()}"
         for rel, data in {**{f"harness/{k}": v for k, v in bundle.harness_files.items()},
@@ -70,8 +84,10 @@ def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...],
 class Worker:
     """Evaluates children one at a time. The GPU it holds (if any) is the only one its subprocesses see."""
 
-    def __init__(self, name: str, bundle: TaskBundle, cache_root: str, threads: int | None, memory_mb: float):
+    def __init__(self, name: str, bundle: TaskBundle, cache_root: str, threads: int | None, memory_mb: float,
+                 require_shield: bool = False):
         self.name = name
+        self.require_shield = require_shield
         self.threads = threads
         self.memory_mb = memory_mb
         self.harness, self.fixed, self.dataset = materialize(bundle, Path(cache_root))
@@ -91,7 +107,8 @@ class Worker:
         started = time.time()
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
-                              threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env)
+                              threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env,
+                              require_shield=self.require_shield)
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)
@@ -102,8 +119,10 @@ class Worker:
 
 
 def start_workers(bundle_ref, count: int, *, use_gpus: bool, cpus_per_worker: float, threads: int | None,
-                  memory_mb: float, cache_root: str, name_prefix: str = "worker") -> list:
-    """Starts count worker actors: one GPU each when use_gpus, else cpus_per_worker CPUs each."""
+                  memory_mb: float, cache_root: str, name_prefix: str = "worker", require_shield: bool = False) -> list:
+    """Starts count worker actors: one GPU each when use_gpus, else cpus_per_worker CPUs each. With
+    require_shield, a worker on a node where training cannot be shielded fails each evaluation instead."""
     options = {"num_gpus": 1, "num_cpus": 0} if use_gpus else {"num_cpus": cpus_per_worker}
-    return [Worker.options(**options).remote(f"{name_prefix}-{i}", bundle_ref, cache_root, threads, memory_mb)
+    return [Worker.options(**options).remote(f"{name_prefix}-{i}", bundle_ref, cache_root, threads, memory_mb,
+                                             require_shield)
             for i in range(count)]

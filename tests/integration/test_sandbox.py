@@ -20,7 +20,8 @@ from tests.support.processes import processes
 
 def request(source, dataset, **kw):
     kw.setdefault("budget", Budget(tokens=8192))
-    return EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=dataset, threads=1, **kw)
+    return EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=dataset, threads=1,
+                       fixed_files=(ROOT / "kernels.py",), **kw)
 
 
 def pid_alive(pid):
@@ -92,7 +93,8 @@ def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
         from evo.sandbox import Budget, EvalRequest, evaluate
         evaluate(EvalRequest(source=Path({str(tmp_path / 'child.py')!r}).read_text(), seed=1,
                              budget=Budget(tokens=8192), harness=Path({str(ROOT / 'prepare.py')!r}),
-                             dataset=Path({str(dataset)!r}), threads=1),
+                             dataset=Path({str(dataset)!r}), threads=1,
+                             fixed_files=(Path({str(ROOT / 'kernels.py')!r}),)),
                  on_line=lambda line: print(line, flush=True))
     """)
     runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -122,7 +124,12 @@ def test_child_sees_no_api_key(dataset, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret-value")
     source = tiny_source().replace("torch.manual_seed(seed())",
                                    "import os\nprint('KEYS', sorted(k for k in os.environ if 'KEY' in k))\n"
+                                   "for pid in os.listdir('/proc'):\n"
+                                   "    try:\n"
+                                   "        print('ENVIRON', pid, open(f'/proc/{pid}/environ', 'rb').read())\n"
+                                   "    except OSError:\n"
+                                   "        pass\n"
                                    "torch.manual_seed(seed())")
     result = evaluate(request(source, dataset))
-    assert "KEYS []" in result.log
+    assert "KEYS []" in result.log and "ENVIRON" in result.log
     assert "sk-secret-value" not in result.log

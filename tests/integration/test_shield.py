@@ -1,8 +1,10 @@
-"""evo.shield: a training process cannot read the validation split, the raw corpus, or them through /proc, and
-cannot take the covers off; scores are the same with and without it."""
+"""evo.shield: a shielded process sees an allow-listed, read-only root, writes only its scratch folder and /tmp,
+has no network and no view of other processes, and cannot take any of that apart; scores are the same with and
+without it."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,59 +19,142 @@ from tests.support.genomes import ROOT, tiny_source
 
 WHY_NOT = shield.unavailable()
 needs_shield = pytest.mark.skipif(WHY_NOT is not None, reason=f"no shield on this machine: {WHY_NOT}")
-
-PEEK = textwrap.dedent("""
-    import ctypes, json, os
-    from importlib.util import find_spec
-    from pathlib import Path
-    train_dir = Path(json.loads(Path(os.environ["EVO_HARNESS_SPEC"]).read_text())["train_dir"])
-    val = train_dir.parent / "val" / "val.bin"
-    def readable(path):
-        try:
-            return len(Path(path).read_bytes())
-        except OSError as e:
-            return type(e).__name__
-    print("PEEK val", readable(val), flush=True)
-    print("PEEK train", readable(train_dir / "train.bin"), flush=True)
-    corpus = Path(list(find_spec("bible").submodule_search_locations)[0]) / "data" / "kjv.jsonl"
-    print("PEEK corpus", readable(corpus), flush=True)
-    print("PEEK procs", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), flush=True)
-    print("PEEK via-proc", readable(f"/proc/{OUTSIDE_PID}/root{val}"), flush=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    print("PEEK umount", libc.umount2(str(val.parent).encode(), 2), readable(val), flush=True)
-""")
+CORPUS = Path(list(find_spec("bible").submodule_search_locations)[0]) / "data"
 
 
-def peeks(log: str) -> dict[str, str]:
-    return {line.split()[1]: " ".join(line.split()[2:]) for line in log.splitlines() if line.startswith("PEEK ")}
+def run_shielded(tmp_path, code, *args, covers=(), binds=()):
+    work, tmp, build = tmp_path / "work", tmp_path / "tmp", tmp_path / "root"
+    shield.prepare_scratch(work, tmp)
+    build.mkdir()
+    spec = shield.Spec(binds=(*shield.runtime_binds(), *binds, shield.Bind(str(work), "/sandbox/work", True),
+                              shield.Bind(str(tmp), "/tmp", True)),
+                       cwd="/sandbox/work", build_dir=str(build), covers=tuple(map(str, covers)))
+    return subprocess.run(shield.command(spec, [sys.executable, "-I", "-c", textwrap.dedent(code), *map(str, args)]),
+                          capture_output=True, text=True, timeout=120)
+
+
+def answers(proc) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @needs_shield
-def test_the_training_process_cannot_read_the_validation_split_or_the_corpus(dataset):
-    val = dataset / "val" / "val.bin"
-    corpus = Path(list(find_spec("bible").submodule_search_locations)[0]) / "data" / "kjv.jsonl"
-    assert val.stat().st_size > 0 and corpus.stat().st_size > 0  # both there, for anyone outside
-    peek = PEEK.replace("OUTSIDE_PID", str(os.getpid()))  # this test's process, by the machine's pid
+def test_a_shielded_process_sees_only_the_allow_list(tmp_path, evo_cache):
+    proc = run_shielded(tmp_path, """
+        import json, os, sys
+        def seen(path):
+            try:
+                return sorted(os.listdir(path)) if os.path.isdir(path) else os.path.getsize(path)
+            except OSError as e:
+                return type(e).__name__
+        print(json.dumps({"project": seen(sys.argv[1]), "cache": seen(sys.argv[2]), "corpus": seen(sys.argv[3]),
+                          "home": seen(os.path.expanduser("~root")), "procs": [p for p in os.listdir("/proc") if p.isdigit()],
+                          "uid": os.getuid(), "root": sorted(os.listdir("/"))}))
+    """, ROOT / "prepare.py", evo_cache, CORPUS / "kjv.jsonl", covers=[CORPUS])
+    seen = answers(proc)
+    assert seen["project"] == "FileNotFoundError"      # the project's own files are not in the allow-list
+    assert seen["cache"] == "FileNotFoundError"        # nor the data caches
+    assert seen["corpus"] == "FileNotFoundError"       # the corpus inside site-packages is covered
+    home = Path("~root").expanduser()
+    runtime = {Path(p).resolve().relative_to(home).parts[0] for p in (sys.prefix, sys.base_prefix)
+               if Path(p).resolve().is_relative_to(home)}
+    assert seen["home"] == "FileNotFoundError" or set(seen["home"]) <= runtime  # only the way to the interpreter
+    assert seen["procs"] == ["1"]                      # itself alone: no /proc/PID/root or environ of another
+    assert seen["uid"] == (shield.UNPRIVILEGED_UID if os.getuid() == 0 else os.getuid())  # root runs it as nobody
+    assert "sandbox" in seen["root"] and "home" not in seen["root"]
+
+
+@needs_shield
+def test_nothing_outside_the_scratch_folder_and_tmp_can_be_written(tmp_path):
+    evo_dir = Path(shield.__file__).parent
+    targets = [Path(sys.prefix) / "planted", Path(find_spec("torch").origin).parent / "planted.py",
+               evo_dir / "planted.py", Path("/usr/planted"), Path("/etc/planted"), Path("/planted")]
+    proc = run_shielded(tmp_path, """
+        import json, os, sys
+        out = {}
+        for path in sys.argv[1:] + ["/sandbox/work/ok", "/tmp/ok"]:
+            try:
+                with open(path, "w") as f:
+                    f.write("x")
+                out[path] = "written"
+            except OSError as e:
+                out[path] = type(e).__name__
+        try:
+            os.chmod(sys.argv[1].rsplit("/", 1)[0], 0o777)
+            out["chmod"] = "done"
+        except OSError as e:
+            out["chmod"] = type(e).__name__
+        print(json.dumps(out))
+    """, *targets)
+    seen = answers(proc)
+    assert seen.pop("/sandbox/work/ok") == "written" and seen.pop("/tmp/ok") == "written"
+    assert "written" not in seen.values() and seen["chmod"] != "done", seen
+    assert not any(t.exists() for t in targets)
+    assert (tmp_path / "work" / "ok").exists()  # the scratch folder is the one the caller gave
+
+
+@needs_shield
+def test_covers_and_read_only_binds_cannot_be_taken_off(tmp_path):
+    proc = run_shielded(tmp_path, """
+        import ctypes, json, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        out = {"umount": libc.umount2(sys.argv[1].encode(), 2),
+               "remount": libc.mount(None, sys.prefix.encode(), None, 32 | 4096, None),
+               "unshare": libc.unshare(0x10000000 | 0x00020000)}
+        out["corpus"] = os.listdir(sys.argv[1])
+        print(json.dumps(out))
+    """, CORPUS, covers=[CORPUS])
+    seen = answers(proc)
+    assert seen["umount"] == -1 and seen["remount"] == -1 and seen["corpus"] == []
+
+
+@needs_shield
+def test_a_shielded_process_has_no_network(tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    try:
+        proc = run_shielded(tmp_path, """
+            import json, socket, sys
+            try:
+                socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+                print(json.dumps({"connect": "connected"}))
+            except OSError as e:
+                print(json.dumps({"connect": str(e)}))
+        """, port)
+        assert "connected" != answers(proc)["connect"]
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+@needs_shield
+def test_the_training_process_reads_no_data_and_its_batches_come_over_the_channel(dataset):
+    peek = textwrap.dedent(f"""
+        import os
+        def readable(path):
+            try:
+                return len(open(path, "rb").read())
+            except OSError as e:
+                return type(e).__name__
+        for name, path in (("val", {str(dataset / "val" / "val.bin")!r}), ("train", {str(dataset / "train" / "train.bin")!r}),
+                           ("corpus", {str(CORPUS / "kjv.jsonl")!r})):
+            print("PEEK", name, readable(path), flush=True)
+    """)
     source = tiny_source().replace("torch.manual_seed(seed())", peek + "torch.manual_seed(seed())")
     result = evaluate(EvalRequest(source=source, seed=1, budget=Budget(tokens=8192), harness=ROOT / "prepare.py",
-                                  dataset=dataset, threads=1))
+                                  dataset=dataset, threads=1, fixed_files=(ROOT / "kernels.py",)))
     assert result.status == "ok", result.error
-    seen = peeks(result.log)
-    assert seen["val"] == "FileNotFoundError"
-    assert seen["train"] == str((dataset / "train" / "train.bin").stat().st_size)
-    assert seen["corpus"] == "FileNotFoundError"
-    assert seen["procs"] == "[1]"  # the training process alone: no way into another process's /proc/PID/root
-    assert seen["via-proc"] == "FileNotFoundError"
-    assert seen["umount"] == "-1 FileNotFoundError"  # the covers stay on
+    seen = {line.split()[1]: line.split()[2] for line in result.log.splitlines() if line.startswith("PEEK ")}
+    assert seen == {"val": "FileNotFoundError", "train": "FileNotFoundError", "corpus": "FileNotFoundError"}
+    assert result.tokens == 8192 and result.num_steps == 8192 // (4 * 256)
     assert result.shielded and "without the shield" not in result.log
-    assert val.stat().st_size > 0  # nothing outside changed
 
 
-def test_hidden_paths_cover_every_validation_split_the_downloads_and_the_source_files(tmp_path, monkeypatch):
+def test_hidden_paths_cover_the_caches_the_dataset_and_its_raw_text(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    for rel in ("datasets/a/train", "datasets/a/val", "datasets/b/val", "bundles/x/datasets/a/train",
-                "bundles/x/datasets/a/val", "downloads/123"):
-        (cache / rel).mkdir(parents=True)
+    (cache / "bundles/x/datasets/a/train").mkdir(parents=True)
     texts = tmp_path / "texts"
     texts.mkdir()
     for name in ("one.txt", "two.jsonl"):
@@ -78,38 +163,32 @@ def test_hidden_paths_cover_every_validation_split_the_downloads_and_the_source_
                                       [str(texts / "gone.txt"), 5, 0]]}
     (cache / "bundles/x/datasets/a/meta.json").write_text(json.dumps({"key": key}))
     monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "elsewhere"))
-    (tmp_path / "elsewhere" / "datasets" / "c" / "val").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
 
     hidden = set(shield.hidden_paths(cache / "bundles/x/datasets/a"))
-    assert hidden == {cache / "datasets/a/val", cache / "datasets/b/val", cache / "bundles/x/datasets/a/val",
-                      cache / "downloads", texts / "one.txt", texts / "two.jsonl",
-                      tmp_path / "elsewhere" / "datasets" / "c" / "val"}
-
-
-def test_a_source_folder_that_holds_the_training_split_is_not_covered(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path))
-    (tmp_path / "datasets" / "a" / "train").mkdir(parents=True)
-    (tmp_path / "datasets" / "a" / "val").mkdir()
-    (tmp_path / "datasets" / "a" / "meta.json").write_text(json.dumps({"key": {"kind": "files", "files": [
-        [str(tmp_path), 0, 0], [str(tmp_path / "datasets" / "a" / "train"), 0, 0]]}}))
-    assert shield.hidden_paths(tmp_path / "datasets" / "a") == [tmp_path / "datasets" / "a" / "val"]
+    assert hidden == {cache / "bundles/x", cache / "bundles/x/datasets/a", texts / "one.txt", texts / "two.jsonl",
+                      tmp_path / "elsewhere", CORPUS}
 
 
 @needs_shield
-def test_the_shield_passes_on_the_exit_status_and_says_why_a_command_cannot_start():
-    def run(*cmd):
-        return subprocess.run([sys.executable, "-m", "evo.shield", *cmd], capture_output=True, text=True,
-                              timeout=60, cwd=ROOT)
+def test_the_shield_passes_on_the_exit_status_and_says_why_a_command_cannot_start(tmp_path):
+    def run(*cmd, name="a"):
+        build = tmp_path / name
+        build.mkdir()
+        spec = shield.Spec(binds=tuple(shield.runtime_binds()), cwd="/", build_dir=str(build))
+        return subprocess.run([sys.executable, "-m", "evo.shield", spec.to_json(), *cmd], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT)
 
     assert run("--", sys.executable, "-c", "import sys; sys.exit(7)").returncode == 7
     assert run("--", sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL); "
-                                           "print('init ignores its own SIGKILL')").stdout.strip() == \
+                                           "print('init ignores its own SIGKILL')", name="b").stdout.strip() == \
         "init ignores its own SIGKILL"
-    missing = run("--", "/no/such/program")
+    missing = run("--", "/no/such/program", name="c")
     assert missing.returncode == 125 and "cannot start /no/such/program" in missing.stderr
-    usage = run("--hide")
+    usage = subprocess.run([sys.executable, "-m", "evo.shield", "--hide"], capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage:")
-    assert run("--probe").stdout.strip() == "the shield works here"
+    assert subprocess.run([sys.executable, "-m", "evo.shield", "--probe"], capture_output=True,
+                          text=True).stdout.strip() == "the shield works here"
 
 
 def test_evo_shield_off_runs_unshielded_and_scores_the_same(dataset, evo_bin, tmp_path):

@@ -1,0 +1,201 @@
+"""The harness side of a training run: serves batches, counts the budget, receives the model.
+
+It runs in the evaluating process (a thread per training run), never in the training process, so nothing the
+child does can change what it counts. It answers the requests of evo.channel:
+
+- batches are drawn here from the training split with the harness seed: the same rows, in the same order, as
+  `torch.randint(0, n, (B,), generator=torch.Generator().manual_seed(seed))` draws (numpy's MT19937 with the
+  same seeding gives the same 32-bit stream);
+- a token budget serves a batch only while it fits in what is left: a batch bigger than that ends the run;
+- a seconds budget serves batches for `seconds` from the first batch, and never past the training process's
+  start + STARTUP_ALLOWANCE + seconds: work before the first batch is not free beyond the allowance;
+- the model must arrive within HANDOVER_ALLOWANCE of the budget's end (`deadline()`), once, as a payload the
+  server writes to a file only the scorer reads;
+- tokens, steps and training seconds in the result are counted here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evo.channel import ChannelError, copy_payload, payload_size, receive_header, send
+
+STARTUP_ALLOWANCE = 30.0     # seconds a seconds-budget run may spend before its first batch without losing budget
+HANDOVER_ALLOWANCE = 30.0    # seconds from the budget's end to the model's arrival (export and upload)
+MAX_BATCH_TOKENS = 1 << 24   # one batch's B * T: a bigger request is a protocol error, not an allocation
+MAX_MODEL_BYTES = 1 << 34
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    seed: int
+    budget_seconds: float | None
+    budget_tokens: int | None
+    vocab_size: int
+    threads: int | None
+    max_batches: int | None = None   # serve this many batches and no more, whatever the budget (a pre-flight)
+
+
+class BatchServer(threading.Thread):
+    """Serves one training process over sock (see the module docstring); writes its model to model_path."""
+
+    def __init__(self, sock: socket.socket, train_bin: Path, settings: ServeSettings, model_path: Path,
+                 started: float | None = None):
+        super().__init__(daemon=True, name="evo-batch-server")
+        self.sock, self.settings, self.model_path = sock, settings, model_path
+        self.data = np.memmap(train_bin, dtype=np.uint16, mode="r")
+        self.rng = np.random.RandomState(settings.seed & 0xFFFFFFFF)
+        self.started = time.monotonic() if started is None else started
+        self.first_batch: float | None = None
+        self.budget_end: float | None = None   # when the budget ran out (the handover clock starts)
+        self.submitted: float | None = None
+        self.tokens = 0
+        self.steps = 0
+        self.info: dict = {}                   # what the child said of its model (device, memory): not trusted
+        self.violation: str | None = None      # a broken protocol, in one line
+
+    # -- the budget ---------------------------------------------------------------------------------------
+
+    def _serving_deadline(self) -> float | None:
+        seconds = self.settings.budget_seconds
+        if seconds is None or self.first_batch is None:
+            return None
+        return min(self.first_batch + seconds, self.started + STARTUP_ALLOWANCE + seconds)
+
+    def progress(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self.settings.budget_tokens is not None:
+            return min(1.0, self.tokens / self.settings.budget_tokens)
+        deadline = self._serving_deadline()
+        if deadline is None:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - (deadline - now) / self.settings.budget_seconds))
+
+    def deadline(self) -> float | None:
+        """The monotonic time by which the model must have arrived, when one is set yet."""
+        if self.submitted is not None:
+            return None
+        if self.budget_end is not None:
+            return self.budget_end + HANDOVER_ALLOWANCE
+        seconds = self.settings.budget_seconds
+        if seconds is not None:
+            return self.started + STARTUP_ALLOWANCE + seconds + HANDOVER_ALLOWANCE
+        return None
+
+    def training_seconds(self) -> float | None:
+        if self.first_batch is None:
+            return None
+        end = self.submitted or self.budget_end or time.monotonic()
+        return round(end - self.first_batch, 3)
+
+    def _end(self, why: str, now: float) -> dict:
+        if self.budget_end is None:
+            self.budget_end = now
+        return {"end": why}
+
+    def _batch(self, header: dict) -> tuple[dict, bytes | None]:
+        B, T = header.get("B"), header.get("T")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (B, T)):
+            return {"error": f"a batch needs integers B >= 1 and T >= 1; got B={B!r}, T={T!r}"}, None
+        if B * T > MAX_BATCH_TOKENS:
+            return {"error": f"a batch of {B} x {T} tokens is over the limit of {MAX_BATCH_TOKENS:,}"}, None
+        n = len(self.data) - T - 1
+        if n <= 0:
+            return {"error": f"the training split has {len(self.data)} tokens, too few for sequences of {T}"}, None
+        now = time.monotonic()
+        if self.first_batch is None:
+            self.first_batch = now
+        if self.budget_end is not None:
+            return {"end": "the budget is spent"}, None
+        if self.settings.max_batches is not None:
+            if self.steps >= self.settings.max_batches:
+                return self._end("the pre-flight's batches are spent", now), None
+        elif self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:
+            return self._end("the token budget is spent", now), None
+        deadline = self._serving_deadline()
+        if deadline is not None and now >= deadline:
+            return self._end("the time budget is spent", now), None
+        if n < 1 << 32:
+            starts = (self.rng.randint(0, 1 << 32, size=B, dtype=np.uint64) % n).astype(np.int64)
+        else:
+            starts = self.rng.randint(0, n, size=B, dtype=np.int64)
+        rows = np.asarray(self.data[starts[:, None] + np.arange(T + 1)], dtype=np.uint16)
+        self.tokens += B * T
+        self.steps += 1
+        return {"rows": [B, T + 1], "progress": self.progress(now)}, rows.tobytes()
+
+    # -- the conversation ---------------------------------------------------------------------------------
+
+    def _answer(self, header: dict) -> tuple[dict, bytes | None]:
+        op = header.get("op")
+        if self.submitted is not None:
+            return {"error": "the model was already submitted"}, None
+        if op == "hello":
+            s = self.settings
+            return {"seed": s.seed, "budget_seconds": s.budget_seconds, "budget_tokens": s.budget_tokens,
+                    "vocab_size": s.vocab_size, "threads": s.threads}, None
+        if op == "batch":
+            return self._batch(header)
+        if op == "progress":
+            return {"progress": self.progress()}, None
+        return {"error": f"unknown request {op!r}"}, None
+
+    def _receive_model(self, header: dict) -> None:
+        n = payload_size(header, MAX_MODEL_BYTES)
+        if n is None:
+            raise ChannelError("a submit without a model")
+        with open(self.model_path, "wb") as out:
+            copy_payload(self.sock, n, out)
+        now = time.monotonic()
+        self.submitted = now
+        if self.budget_end is None:
+            self.budget_end = now
+        self.info = {k: header[k] for k in ("device", "peak_memory_mb") if isinstance(header.get(k), (str, int, float))}
+
+    def run(self) -> None:
+        try:
+            while True:
+                try:
+                    header = receive_header(self.sock)
+                except ChannelError as e:
+                    if str(e) != "the channel closed":
+                        self.violation = str(e)
+                    return
+                if header.get("op") == "submit" and self.submitted is None:
+                    self._receive_model(header)
+                    send(self.sock, {"ok": True})
+                    continue
+                if payload_size(header, 0):
+                    raise ChannelError("a request other than submit carried a payload")
+                answer, payload = self._answer(header)
+                send(self.sock, answer, payload)
+        except (ChannelError, OSError) as e:
+            self.violation = self.violation or str(e)
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def stats(self) -> dict:
+        """What the harness counted: tokens, steps, training seconds."""
+        return {"tokens": self.tokens, "num_steps": self.steps, "training_seconds": self.training_seconds()}
+
+
+def open_channel() -> tuple[socket.socket, socket.socket]:
+    """(harness end, training end): the training end is inheritable, to be passed to the training process."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.set_inheritable(True)
+    return ours, theirs
+
+
+def vocab_from_tokenizer(train_dir: Path) -> int:
+    """The vocabulary size of a prepared dataset's tokenizer (its BOS id + 1)."""
+    return int(json.loads((train_dir / "tokenizer.json").read_text())["bos"]) + 1

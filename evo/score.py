@@ -1,0 +1,58 @@
+"""The scoring process: checks the handed-over model archive and scores it with the harness's metric.
+
+    python -I -m evo.score SPEC RESULT_FD
+
+SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "val_dir",
+"device", "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the
+task bundle's copy, the archive the bytes the batch server received. No code from train.py runs here: the archive
+is parsed and checked by evo.graph_archive before any tensor is built (no torch loader ever sees it), and the graph
+runs op by op from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
+takes it only from there and only when this process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from evo.graph_archive import ArchiveRefused, read_archive
+from evo.task import load_harness
+
+
+def score(spec: dict) -> dict:
+    """The result of scoring spec's archive: {"status": "ok", "val_bpb", ...} or {"status": "rejected", "error"}."""
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    harness = load_harness(Path(spec["harness"]))
+    device = torch.device(spec.get("device") or "cpu")
+    t0 = time.time()
+    try:
+        archive = read_archive(Path(spec["model"]).read_bytes())
+        model = archive.callable(device)
+        result = {"status": "ok", **harness.evaluate_program(model, Path(spec["val_dir"]), device),
+                  "num_params": archive.num_params()}
+    except ArchiveRefused as e:
+        result = {"status": "rejected", "error": f"archive refused: {e}"}
+    except harness.ModelRefused as e:
+        result = {"status": "rejected", "error": str(e)}
+    result["eval_seconds"] = round(time.time() - t0, 2)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -I -m evo.score SPEC RESULT_FD", file=sys.stderr)
+        return 2
+    result = score(json.loads(Path(argv[0]).read_text()))
+    with os.fdopen(int(argv[1]), "w") as out:
+        out.write(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

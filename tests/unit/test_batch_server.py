@@ -1,0 +1,104 @@
+"""evo.batch_server: the harness side of a training run counts the budget itself, serves the same rows the
+standalone harness draws, and takes the model once."""
+
+import json
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from evo import batch_server
+from evo.batch_server import BatchServer, ServeSettings, open_channel
+from evo.channel import ChannelError, TrainingClient
+
+
+@pytest.fixture
+def train_bin(tmp_path):
+    path = tmp_path / "train.bin"
+    np.random.default_rng(0).integers(0, 1024, size=50_000, dtype=np.uint16).tofile(path)
+    return path
+
+
+def serve(train_bin, tmp_path, **settings):
+    ours, theirs = open_channel()
+    base = dict(seed=7, budget_seconds=None, budget_tokens=10_000, vocab_size=1024, threads=None)
+    server = BatchServer(ours, train_bin, ServeSettings(**{**base, **settings}), tmp_path / "model.bin")
+    server.start()
+    return server, TrainingClient(theirs.detach())
+
+
+def rows(answer_payload, B, T):
+    answer, payload = answer_payload
+    return None if payload is None else np.frombuffer(payload, dtype=np.uint16).reshape(B, T + 1)
+
+
+def test_served_rows_are_the_rows_torch_randint_draws_with_the_harness_seed(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path, budget_tokens=1_000_000)
+    data = torch.from_numpy(np.fromfile(train_bin, dtype=np.uint16).astype(np.int64))
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        got = rows(client.batch(4, 32), 4, 32)
+        starts = torch.randint(0, len(data) - 32 - 1, (4,), generator=gen)
+        assert np.array_equal(got, data[starts[:, None] + torch.arange(33)].numpy())
+
+
+def test_a_batch_bigger_than_what_is_left_ends_the_run_and_the_counts_are_the_servers(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path, budget_tokens=1000)
+    assert rows(client.batch(3, 100), 3, 100) is not None          # 300
+    assert rows(client.batch(6, 100), 6, 100) is not None          # 900
+    answer, payload = client.batch(2, 100)                          # 1100 > 1000: refused
+    assert payload is None and "token budget" in answer["end"]
+    assert client.batch(1, 1)[1] is None                            # and nothing after it, however small
+    assert server.tokens == 900 and server.steps == 2
+    assert client.progress() == pytest.approx(0.9)
+
+
+def test_a_seconds_budget_runs_from_the_first_batch_but_never_past_start_plus_the_allowance(train_bin, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(batch_server, "STARTUP_ALLOWANCE", 0.3)
+    server, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=0.5)
+    time.sleep(0.5)  # work before the first batch: past the allowance, it comes out of the budget
+    t0 = time.monotonic()
+    served = 0
+    while client.batch(1, 8)[1] is not None:
+        served += 1
+    assert served >= 1
+    assert time.monotonic() - t0 < 0.45  # ended at start + 0.3 + 0.5, not at the first batch + 0.5
+    assert server.deadline() == pytest.approx(server.budget_end + batch_server.HANDOVER_ALLOWANCE)
+
+
+def test_the_model_is_taken_once_and_then_nothing_more_is_served(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path)
+    client.batch(2, 8)
+    client.submit(b"archive bytes", {"device": "cpu", "peak_memory_mb": 12.5})
+    assert (tmp_path / "model.bin").read_bytes() == b"archive bytes"
+    with pytest.raises(ChannelError, match="already submitted"):
+        client.batch(2, 8)
+    assert server.deadline() is None and server.info == {"device": "cpu", "peak_memory_mb": 12.5}
+
+
+@pytest.mark.parametrize("request_, reason", [
+    ({"op": "batch", "B": 0, "T": 8}, "B >= 1"),
+    ({"op": "batch", "B": 1 << 20, "T": 1 << 10}, "over the limit"),
+    ({"op": "batch", "B": 2, "T": 10 ** 6}, "too few"),
+    ({"op": "reset_budget"}, "unknown request"),
+])
+def test_bad_requests_are_refused_without_serving(train_bin, tmp_path, request_, reason):
+    server, client = serve(train_bin, tmp_path)
+    with pytest.raises(ChannelError, match=reason):
+        client.ask(request_)
+    assert server.tokens == 0 and server.steps == 0
+
+
+def test_garbage_on_the_channel_is_a_recorded_violation(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path)
+    client.sock.sendall(b"\x00\x00\x00\x05nope!")
+    server.join(timeout=5)
+    assert "not JSON" in server.violation
+    server2, client2 = serve(train_bin, tmp_path)
+    header = json.dumps({"op": "progress", "payload": 10}).encode()
+    client2.sock.sendall(struct.pack(">I", len(header)) + header + b"x" * 10)
+    server2.join(timeout=5)
+    assert "payload" in server2.violation
