@@ -604,7 +604,7 @@ def submit(model: torch.nn.Module) -> None:
     model.eval()
     example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
     if s.client is not None:
-        from evo.graph_archive import ExportError, export_model
+        from evo.graph_export import ExportError, export_model
 
         try:
             archive = export_model(model, example)

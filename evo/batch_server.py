@@ -90,9 +90,10 @@ class BatchServer(threading.Thread):
         return None
 
     def training_seconds(self) -> float | None:
+        """From the first batch to the budget's end (the refused request), or to the model's arrival."""
         if self.first_batch is None:
             return None
-        end = self.submitted or self.budget_end or time.monotonic()
+        end = self.budget_end or self.submitted or time.monotonic()
         return round(end - self.first_batch, 3)
 
     def _end(self, why: str, now: float) -> dict:

@@ -220,3 +220,16 @@ def test_a_worker_killed_mid_run_costs_one_evaluation_not_the_run(evo_bin, tmp_p
         lost = [e for e in db.evaluations(run_row.run_id) if e.error and "worker died" in e.error]
         assert len(lost) == 1 and lost[0].status == "crash"
         assert sum(e.purpose == "search" for e in db.evaluations(run_row.run_id)) >= 4
+
+
+def test_a_search_that_cannot_be_shielded_is_refused_unless_the_user_accepts_it(evo_bin, tmp_path):
+    cwd = task_dir(tmp_path)
+    env = {**os.environ, "EVO_SHIELD": "off"}
+    refused = subprocess.run([evo_bin, "run", "--operators", "hyper"], cwd=cwd, capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+    assert "cannot be shielded" in refused.stderr and "--allow-unshielded" in refused.stderr
+    # with the flag the run goes on past that check, to the next thing it cannot do here
+    accepted = subprocess.run([evo_bin, "run", "--operators", "hyper", "--allow-unshielded", "--address",
+                               "127.0.0.1:9"], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    assert "cannot reach a Ray cluster" in accepted.stderr and "shielded" not in accepted.stderr

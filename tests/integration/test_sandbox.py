@@ -1,5 +1,6 @@
 """The evaluation sandbox: every process a child starts ends with it; limits become statuses."""
 
+import json
 import os
 import signal
 import subprocess
@@ -133,3 +134,19 @@ def test_child_sees_no_api_key(dataset, monkeypatch):
     result = evaluate(request(source, dataset))
     assert "KEYS []" in result.log and "ENVIRON" in result.log
     assert "sk-secret-value" not in result.log
+
+
+def test_a_request_that_requires_the_shield_fails_where_it_cannot_run(dataset):
+    script = textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from evo.sandbox import Budget, EvalRequest, evaluate
+        r = evaluate(EvalRequest(source="print('trained')", seed=1, budget=Budget(tokens=8192),
+                                 harness=Path({str(ROOT / 'prepare.py')!r}), dataset=Path({str(dataset)!r}),
+                                 require_shield=True))
+        print(json.dumps([r.status, r.error, r.log]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "EVO_SHIELD": "off"})
+    status, error, log = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert status == "crash" and "cannot be shielded" in error and "trained" not in log

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from evo.graph_archive import MAGIC, ArchiveRefused, ExportError, export_model, read_archive
+from evo.graph_archive import MAGIC, ArchiveRefused, read_archive
+from evo.graph_export import ExportError, export_model
 from tests.support.asserts import one_line
 from tests.support.genomes import tiny_source
 
