@@ -604,8 +604,9 @@ def submit(model: torch.nn.Module) -> None:
     model.eval()
     example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
     if s.client is not None:
-        from evo.graph_export import ExportError, export_model
+        from evo.graph_export import ExportError, export_model, weights_snapshot
 
+        s.client.weights(weights_snapshot(model))  # first, at once: the scorer takes the graph only with these
         try:
             archive = export_model(model, example)
         except ExportError as e:

@@ -9,8 +9,12 @@ child does can change what it counts. It answers the requests of evo.channel:
 - a token budget serves a batch only while it fits in what is left: a batch bigger than that ends the run;
 - a seconds budget serves batches for `seconds` from the first batch, and never past the training process's
   start + STARTUP_ALLOWANCE + seconds: work before the first batch is not free beyond the allowance;
-- the model must arrive within HANDOVER_ALLOWANCE of the budget's end (`deadline()`), once, as a payload the
-  server writes to a file only the scorer reads;
+- the budget ends when a request is refused, when a seconds budget's time is up, or when a token budget has less
+  left than the batch just served; from then on the child has WEIGHTS_ALLOWANCE to hand over its weights (a
+  plain copy of its parameters and buffers, fast) and HANDOVER_ALLOWANCE to hand over its graph (the slower
+  export), each once, as payloads written to files only the scorer reads. The scorer accepts the graph only with
+  those weights, byte for byte, so training after the budget buys at most WEIGHTS_ALLOWANCE
+  (`deadline()`);
 - tokens, steps and training seconds in the result are counted here.
 """
 
@@ -28,7 +32,8 @@ import numpy as np
 from evo.channel import ChannelError, copy_payload, payload_size, receive_header, send
 
 STARTUP_ALLOWANCE = 30.0     # seconds a seconds-budget run may spend before its first batch without losing budget
-HANDOVER_ALLOWANCE = 30.0    # seconds from the budget's end to the model's arrival (export and upload)
+WEIGHTS_ALLOWANCE = 5.0      # seconds from the budget's end to the weights' arrival (the last step, then a copy)
+HANDOVER_ALLOWANCE = 30.0    # seconds from the budget's end to the graph's arrival (export and upload)
 MAX_BATCH_TOKENS = 1 << 24   # one batch's B * T: a bigger request is a protocol error, not an allocation
 MAX_MODEL_BYTES = 1 << 34
 
@@ -47,14 +52,16 @@ class BatchServer(threading.Thread):
     """Serves one training process over sock (see the module docstring); writes its model to model_path."""
 
     def __init__(self, sock: socket.socket, train_bin: Path, settings: ServeSettings, model_path: Path,
-                 started: float | None = None):
+                 weights_path: Path, started: float | None = None):
         super().__init__(daemon=True, name="evo-batch-server")
-        self.sock, self.settings, self.model_path = sock, settings, model_path
+        self.sock, self.settings, self.model_path, self.weights_path = sock, settings, model_path, weights_path
         self.data = np.memmap(train_bin, dtype=np.uint16, mode="r")
         self.rng = np.random.RandomState(settings.seed & 0xFFFFFFFF)
         self.started = time.monotonic() if started is None else started
         self.first_batch: float | None = None
         self.budget_end: float | None = None   # when the budget ran out (the handover clock starts)
+        self.end_reason = "the budget is spent"
+        self.weighed: float | None = None      # when the weights arrived
         self.submitted: float | None = None
         self.tokens = 0
         self.steps = 0
@@ -78,27 +85,39 @@ class BatchServer(threading.Thread):
             return 0.0
         return min(1.0, max(0.0, 1.0 - (deadline - now) / self.settings.budget_seconds))
 
-    def deadline(self) -> float | None:
-        """The monotonic time by which the model must have arrived, when one is set yet."""
-        if self.submitted is not None:
-            return None
+    def budget_over(self) -> float | None:
+        """When the budget ended (or, for a seconds budget, will end at the latest), if that is known yet."""
         if self.budget_end is not None:
-            return self.budget_end + HANDOVER_ALLOWANCE
+            return self.budget_end
+        deadline = self._serving_deadline()
+        if deadline is not None:
+            return deadline
         seconds = self.settings.budget_seconds
-        if seconds is not None:
-            return self.started + STARTUP_ALLOWANCE + seconds + HANDOVER_ALLOWANCE
-        return None
+        return None if seconds is None else self.started + STARTUP_ALLOWANCE + seconds
+
+    def deadline(self) -> float | None:
+        """The monotonic time by which the next handover (weights, then graph) must have arrived, when known."""
+        end = self.budget_over()
+        if self.submitted is not None or end is None:
+            return None
+        return end + (WEIGHTS_ALLOWANCE if self.weighed is None else HANDOVER_ALLOWANCE)
+
+    def late(self) -> str:
+        """What did not arrive in time, for the timeout's reason."""
+        if self.weighed is None:
+            return f"the weights did not arrive within {WEIGHTS_ALLOWANCE:g} s of the budget's end"
+        return f"the graph did not arrive within {HANDOVER_ALLOWANCE:g} s of the budget's end"
 
     def training_seconds(self) -> float | None:
-        """From the first batch to the budget's end (the refused request), or to the model's arrival."""
+        """From the first batch to the weights' arrival (the end of the last step), or to the budget's end."""
         if self.first_batch is None:
             return None
-        end = self.budget_end or self.submitted or time.monotonic()
+        end = self.weighed or self.budget_end or self.submitted or time.monotonic()
         return round(end - self.first_batch, 3)
 
     def _end(self, why: str, now: float) -> dict:
         if self.budget_end is None:
-            self.budget_end = now
+            self.budget_end, self.end_reason = now, why
         return {"end": why}
 
     def _batch(self, header: dict) -> tuple[dict, bytes | None]:
@@ -114,11 +133,8 @@ class BatchServer(threading.Thread):
         if self.first_batch is None:
             self.first_batch = now
         if self.budget_end is not None:
-            return {"end": "the budget is spent"}, None
-        if self.settings.max_batches is not None:
-            if self.steps >= self.settings.max_batches:
-                return self._end("the pre-flight's batches are spent", now), None
-        elif self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:
+            return {"end": self.end_reason}, None
+        if self.settings.max_batches is None and self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:
             return self._end("the token budget is spent", now), None
         deadline = self._serving_deadline()
         if deadline is not None and now >= deadline:
@@ -130,6 +146,12 @@ class BatchServer(threading.Thread):
         rows = np.asarray(self.data[starts[:, None] + np.arange(T + 1)], dtype=np.uint16)
         self.tokens += B * T
         self.steps += 1
+        left = None if self.settings.budget_tokens is None else self.settings.budget_tokens - self.tokens
+        full = self.settings.max_batches is not None and self.steps >= self.settings.max_batches
+        if full or (self.settings.max_batches is None and left is not None and left < B * T):
+            # another batch like this one would not fit: the last step is running, and the handover clock starts
+            self.budget_end = now
+            self.end_reason = "the pre-flight's batch is served" if full else "the token budget is spent"
         return {"rows": [B, T + 1], "progress": self.progress(now)}, rows.tobytes()
 
     # -- the conversation ---------------------------------------------------------------------------------
@@ -148,13 +170,16 @@ class BatchServer(threading.Thread):
             return {"progress": self.progress()}, None
         return {"error": f"unknown request {op!r}"}, None
 
-    def _receive_model(self, header: dict) -> None:
+    def _receive(self, header: dict, path: Path) -> float:
         n = payload_size(header, MAX_MODEL_BYTES)
         if n is None:
-            raise ChannelError("a submit without a model")
-        with open(self.model_path, "wb") as out:
+            raise ChannelError(f"a {header.get('op')} without its payload")
+        with open(path, "wb") as out:
             copy_payload(self.sock, n, out)
-        now = time.monotonic()
+        return time.monotonic()
+
+    def _receive_model(self, header: dict) -> None:
+        now = self._receive(header, self.model_path)
         self.submitted = now
         if self.budget_end is None:
             self.budget_end = now
@@ -169,7 +194,15 @@ class BatchServer(threading.Thread):
                     if str(e) != "the channel closed":
                         self.violation = str(e)
                     return
+                if header.get("op") == "weights" and self.weighed is None and self.submitted is None:
+                    self.weighed = self._receive(header, self.weights_path)
+                    if self.budget_end is None:
+                        self.budget_end = self.weighed  # nothing more is served after the weights
+                    send(self.sock, {"ok": True})
+                    continue
                 if header.get("op") == "submit" and self.submitted is None:
+                    if self.weighed is None:
+                        raise ChannelError("the graph came before the weights")
                     self._receive_model(header)
                     send(self.sock, {"ok": True})
                     continue

@@ -7,6 +7,7 @@ bytes. The training side asks; the harness side answers (evo.batch_server):
     {"op": "hello"}                      -> {"seed", "budget_seconds", "budget_tokens", "vocab_size", "threads"}
     {"op": "batch", "B": B, "T": T}      -> {"rows": [B, T+1], "payload": n} + uint16 token rows, or {"end": why}
     {"op": "progress"}                   -> {"progress": p}
+    {"op": "weights", "payload": n}      -> {"ok": true}           (parameters and buffers, at the budget's end)
     {"op": "submit", "payload": n, ...}  -> {"ok": true}           (the model archive, evo.graph_archive)
 
 Any request the harness refuses is answered {"error": why}. This module is all the training side needs of evo:
@@ -102,8 +103,11 @@ class TrainingClient:
         return cls(int(fd)) if fd else None
 
     def ask(self, header: dict, payload: bytes | None = None, max_payload: int = 1 << 34) -> tuple[dict, bytes | None]:
-        send(self.sock, header, payload)
-        answer, data = receive(self.sock, max_payload)
+        try:
+            send(self.sock, header, payload)
+            answer, data = receive(self.sock, max_payload)
+        except OSError as e:
+            raise ChannelError(f"the harness closed the channel ({e.strerror or e})") from None
         if "error" in answer:
             raise ChannelError(str(answer["error"]))
         return answer, data
@@ -117,6 +121,9 @@ class TrainingClient:
 
     def progress(self) -> float:
         return float(self.ask({"op": "progress"})[0]["progress"])
+
+    def weights(self, snapshot: bytes) -> None:
+        self.ask({"op": "weights"}, snapshot)
 
     def submit(self, archive: bytes, info: dict) -> None:
         self.ask({"op": "submit", **info}, archive)

@@ -132,6 +132,60 @@ def read_archive(data: bytes) -> Archive:
     return Archive(tuple(inputs), tuple(tensors), tuple(nodes), output, blob)
 
 
+WEIGHTS_MAGIC = b"EVOWEIGHT\x01"
+MAX_CONSTANT_BYTES = 1 << 16  # lifted constants not among the handed-over weights (masks, small tables)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights the child handed over at the budget's end: checked entries and their bytes."""
+
+    tensors: dict[str, TensorEntry]
+    data: memoryview
+
+    def bytes_of(self, name: str) -> memoryview:
+        t = self.tensors[name]
+        return self.data[t.offset : t.offset + t.nbytes]
+
+
+def read_weights(data: bytes) -> Weights:
+    """The weights file (WEIGHTS_MAGIC, header length, {"tensors": [...]}, raw bytes) -> Weights, or
+    ArchiveRefused. Same tensor rules as an archive's."""
+    data = bytes(data)
+    start = len(WEIGHTS_MAGIC) + 8
+    if not data.startswith(WEIGHTS_MAGIC) or len(data) < start:
+        raise ArchiveRefused("the weights handed over are not an evo weights file")
+    size = int.from_bytes(data[len(WEIGHTS_MAGIC) : start], "little")
+    if size > MAX_HEADER_BYTES or start + size > len(data):
+        raise ArchiveRefused(f"the weights' header length ({size}) is out of range")
+    header = _parse_json(data[start : start + size])
+    _keys(header, {"tensors"}, "the weights' header")
+    blob = memoryview(data)[start + size :]
+    return Weights({t.name: t for t in _read_tensors(header["tensors"], len(blob))}, blob)
+
+
+def check_weights(archive: Archive, weights: Weights) -> None:
+    """Every parameter and buffer of the archive must be, byte for byte, the tensor of that name in the weights
+    handed over at the budget's end (so training after that point changes nothing the scorer runs), and its other
+    tensors (lifted constants) may hold at most MAX_CONSTANT_BYTES in all."""
+    constants = 0
+    for entry in archive.inputs:
+        if entry.kind == "user_input":
+            continue
+        t = archive.tensors[entry.tensor]
+        if entry.kind == "constant":
+            constants += t.nbytes
+            continue
+        w = weights.tensors.get(t.name)
+        if w is None or (w.dtype, w.shape) != (t.dtype, t.shape) or \
+                weights.bytes_of(t.name) != archive.data[t.offset : t.offset + t.nbytes]:
+            raise ArchiveRefused(f"{entry.kind} {_q(t.name)} is not the tensor of that name handed over at the "
+                                 f"budget's end")
+    if constants > MAX_CONSTANT_BYTES:
+        raise ArchiveRefused(f"the graph's constants hold {constants:,} bytes; at most {MAX_CONSTANT_BYTES:,} may "
+                             f"lie outside the model's parameters and buffers")
+
+
 def _not_ours(data: bytes) -> str:
     if data[:2] == b"PK":
         return "not an evo graph archive (looks like a zip: torch.save and torch.export.save files are not accepted)"

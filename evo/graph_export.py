@@ -17,7 +17,7 @@ import operator
 import torch
 from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
-from evo.graph_archive import INT64, MAGIC, TENSOR_KINDS, ArchiveRefused, first_line, read_archive
+from evo.graph_archive import INT64, MAGIC, TENSOR_KINDS, WEIGHTS_MAGIC, ArchiveRefused, first_line, read_archive
 from evo.graph_run import DTYPES, LAYOUTS, MEMORY_FORMATS
 
 
@@ -177,3 +177,21 @@ def _encode_value(value, where: str):
     if isinstance(value, torch.device):
         return {"device": str(value)}
     raise ExportError(f"node '{where}' has an argument of type {type(value).__name__}, which archives cannot carry")
+
+
+def weights_snapshot(model: torch.nn.Module) -> bytes:
+    """The model's parameters and buffers as they are now, in the weights format (evo.graph_archive.read_weights):
+    what submit() hands over first, at once, before the slower export."""
+    tensors, chunks, offset = [], [], 0
+    named = dict(model.named_parameters())
+    named.update(model.named_buffers())
+    for name, value in named.items():
+        if str(value.dtype).removeprefix("torch.") not in DTYPES or value.layout != torch.strided or value.is_meta:
+            continue  # export_model says what is wrong with it
+        raw = value.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+        tensors.append({"name": name, "dtype": str(value.dtype).removeprefix("torch."), "shape": list(value.shape),
+                        "offset": offset, "nbytes": raw.nbytes})
+        chunks.append(raw)
+        offset += raw.nbytes
+    header = json.dumps({"tensors": tensors}, separators=(",", ":")).encode()
+    return b"".join([WEIGHTS_MAGIC, len(header).to_bytes(8, "little"), header, *chunks])

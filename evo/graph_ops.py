@@ -76,7 +76,7 @@ ATTENTION = {
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_flash_attention_for_cpu", "scaled_dot_product_attention",
 }
-ASSERTION = {"_assert_tensor_metadata"}
+ASSERTION = {"_assert_async", "_assert_tensor_metadata"}
 
 ALLOWED = frozenset(
     ARITHMETIC | ELEMENTWISE | COMPARISON | REDUCTION | SHAPE | INDEXING | MATMUL | ACTIVATION | NORMALISATION

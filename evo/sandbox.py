@@ -44,6 +44,7 @@ from evo.supervise import MEMORY_EXIT
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
 MODEL_FILE = "model.evograph"
+WEIGHTS_FILE = "weights.evo"
 _SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_", re.IGNORECASE)
 
 
@@ -273,7 +274,8 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     settings = ServeSettings(seed=request.seed, budget_seconds=budget.seconds, budget_tokens=budget.tokens,
                              vocab_size=vocab_from_tokenizer(request.dataset / "train"), threads=request.threads,
                              max_batches=request.batches)
-    server = BatchServer(ours, request.dataset / "train" / "train.bin", settings, work / "score" / MODEL_FILE)
+    server = BatchServer(ours, request.dataset / "train" / "train.bin", settings, work / "score" / MODEL_FILE,
+                         work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
     if shielded:
         cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset), gpu=_gpu_visible(request))
@@ -291,9 +293,9 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     result.device = server.info.get("device")
     result.peak_memory_mb = server.info.get("peak_memory_mb")
     if code is None:
-        if server.budget_end is not None and server.submitted is None:
-            result.status = "timeout"
-            result.error = f"the model did not arrive within {HANDOVER_ALLOWANCE:g} s of the budget's end"
+        moving = server.deadline()
+        if moving is not None and time.monotonic() > moving:
+            result.status, result.error = "timeout", server.late()
         else:
             result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
         return None
@@ -316,12 +318,12 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     if shielded:
         inside = shield.INSIDE
         spec = {"harness": str(inside / "harness" / "prepare.py"), "model": str(inside / "input" / MODEL_FILE),
-                "val_dir": str(inside / "data" / "val")}
+                "weights": str(inside / "input" / WEIGHTS_FILE), "val_dir": str(inside / "data" / "val")}
         binds = [shield.Bind(str(request.harness), spec["harness"]), shield.Bind(str(private), str(inside / "input")),
                  shield.Bind(str(request.dataset / "val"), spec["val_dir"])]
     else:
         spec = {"harness": str(request.harness), "model": str(private / MODEL_FILE),
-                "val_dir": str(request.dataset / "val")}
+                "weights": str(private / WEIGHTS_FILE), "val_dir": str(request.dataset / "val")}
     spec.update(device=device, threads=request.threads)
     spec_path = private / "spec.json"
     spec_path.write_text(json.dumps(spec))

@@ -2,8 +2,8 @@
 
     python -I -m evo.score SPEC RESULT_FD
 
-SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "val_dir",
-"device", "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the
+SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "weights": the
+weights handed over at the budget's end, "val_dir", "device", "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the
 task bundle's copy, the archive the bytes the batch server received. No code from train.py runs here: the archive
 is parsed and checked by evo.graph_archive before any tensor is built (no torch loader ever sees it), and the graph
 runs op by op from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from evo.graph_archive import ArchiveRefused, read_archive
+from evo.graph_archive import ArchiveRefused, check_weights, read_archive, read_weights
 from evo.task import load_harness
 
 
@@ -33,6 +33,7 @@ def score(spec: dict) -> dict:
     t0 = time.time()
     try:
         archive = read_archive(Path(spec["model"]).read_bytes())
+        check_weights(archive, read_weights(Path(spec["weights"]).read_bytes()))
         model = archive.callable(device)
         result = {"status": "ok", **harness.evaluate_program(model, Path(spec["val_dir"]), device),
                   "num_params": archive.num_params()}

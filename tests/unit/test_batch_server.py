@@ -24,7 +24,8 @@ def train_bin(tmp_path):
 def serve(train_bin, tmp_path, **settings):
     ours, theirs = open_channel()
     base = dict(seed=7, budget_seconds=None, budget_tokens=10_000, vocab_size=1024, threads=None)
-    server = BatchServer(ours, train_bin, ServeSettings(**{**base, **settings}), tmp_path / "model.bin")
+    server = BatchServer(ours, train_bin, ServeSettings(**{**base, **settings}), tmp_path / "model.bin",
+                         tmp_path / "weights.bin")
     server.start()
     return server, TrainingClient(theirs.detach())
 
@@ -66,14 +67,19 @@ def test_a_seconds_budget_runs_from_the_first_batch_but_never_past_start_plus_th
         served += 1
     assert served >= 1
     assert time.monotonic() - t0 < 0.45  # ended at start + 0.3 + 0.5, not at the first batch + 0.5
+    assert server.deadline() == pytest.approx(server.budget_end + batch_server.WEIGHTS_ALLOWANCE)
+    client.weights(b"w")
     assert server.deadline() == pytest.approx(server.budget_end + batch_server.HANDOVER_ALLOWANCE)
 
 
 def test_the_model_is_taken_once_and_then_nothing_more_is_served(train_bin, tmp_path):
     server, client = serve(train_bin, tmp_path)
     client.batch(2, 8)
+    client.weights(b"weights bytes")
+    assert client.batch(2, 8)[1] is None  # nothing is served once the weights are in
     client.submit(b"archive bytes", {"device": "cpu", "peak_memory_mb": 12.5})
     assert (tmp_path / "model.bin").read_bytes() == b"archive bytes"
+    assert (tmp_path / "weights.bin").read_bytes() == b"weights bytes"
     with pytest.raises(ChannelError, match="already submitted"):
         client.batch(2, 8)
     assert server.deadline() is None and server.info == {"device": "cpu", "peak_memory_mb": 12.5}
@@ -90,6 +96,24 @@ def test_bad_requests_are_refused_without_serving(train_bin, tmp_path, request_,
     with pytest.raises(ChannelError, match=reason):
         client.ask(request_)
     assert server.tokens == 0 and server.steps == 0
+
+
+def test_the_last_batch_that_fits_starts_the_handover_clock(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path, budget_tokens=1000)
+    client.batch(4, 100)
+    assert server.budget_end is None and server.deadline() is None  # 600 left: another 400 would fit
+    client.batch(4, 100)
+    assert server.budget_end is not None  # 200 left: another batch like it would not
+    assert server.deadline() == pytest.approx(server.budget_end + batch_server.WEIGHTS_ALLOWANCE)
+    assert "weights did not arrive" in server.late()
+
+
+def test_the_graph_is_refused_before_the_weights(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path)
+    with pytest.raises(ChannelError):
+        client.submit(b"archive", {})
+    server.join(timeout=5)
+    assert "before the weights" in server.violation and server.submitted is None
 
 
 def test_garbage_on_the_channel_is_a_recorded_violation(train_bin, tmp_path):

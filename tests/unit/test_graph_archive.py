@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from evo.graph_archive import MAGIC, ArchiveRefused, read_archive
-from evo.graph_export import ExportError, export_model
+from evo.graph_archive import MAGIC, ArchiveRefused, check_weights, read_archive, read_weights
+from evo.graph_export import ExportError, export_model, weights_snapshot
 from tests.support.asserts import one_line
 from tests.support.genomes import tiny_source
 
@@ -424,3 +424,46 @@ def test_exactly_one_user_input():
     header, blob = unpack(SCALE)
     header["inputs"].append({"name": "x2", "kind": "user_input"})
     assert refusal(pack(header, blob)) == "the archive has 2 user inputs; exactly one is accepted"
+
+
+# ---------------------------------------------------------------------------
+# The weights handed over at the budget's end
+# ---------------------------------------------------------------------------
+
+def test_the_graph_is_taken_only_with_the_weights_handed_over_before_it(seed):
+    model, x, data = seed
+    archive = read_archive(data)
+    snapshot = weights_snapshot(model)
+    check_weights(archive, read_weights(snapshot))  # the same model: accepted
+    with torch.no_grad():
+        trained_on = next(model.parameters())
+        trained_on += 1e-3  # a step taken after the weights went out
+    later = read_archive(export_model(model, x))
+    with pytest.raises(ArchiveRefused) as e:
+        check_weights(later, read_weights(snapshot))
+    assert "handed over at the budget's end" in one_line(e)
+    with torch.no_grad():
+        trained_on -= 1e-3
+
+
+def test_weights_files_are_checked_like_archives(seed):
+    model, _, data = seed
+    for bad in (b"", b"EVOWEIGHT\x01" + (10**9).to_bytes(8, "little"), pickle.dumps({"w": 1}), data):
+        with pytest.raises(ArchiveRefused):
+            read_weights(bad)
+
+
+class BigConstant(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.ones(32 * 1024)  # a plain attribute: export lifts it as a constant
+
+    def forward(self, idx):
+        return (self.table[:4] * idx[..., None].float())
+
+
+def test_constants_outside_the_weights_are_limited():
+    model = BigConstant()
+    x = torch.zeros((2, 3), dtype=torch.long)
+    with pytest.raises(ArchiveRefused, match="constants hold"):
+        check_weights(read_archive(export_model(model, x)), read_weights(weights_snapshot(model)))
