@@ -91,12 +91,7 @@ class Population:
     def record_replay(self, individual: dict | None, evaluation: dict | None) -> str | None:
         """For `evo replay` against this live run: stores an ablated variant (returns its id) or a replay
         evaluation, so the driver stays the store's only writer."""
-        with self.engine.lock:
-            if individual is not None:
-                return self.store.add_individual(self.run_id, **individual)
-            self.store.add_evaluation(self.run_id, evaluation.pop("individual_id"), evaluation, purpose="replay",
-                                      worker=evaluation.get("worker"))
-            return None
+        return self.engine.record_replay(individual, evaluation)
 
     def close(self) -> None:
         with self.engine.lock:

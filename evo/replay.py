@@ -7,7 +7,8 @@ noise. --ablate takes each step's change out of ID (reverse patch, or a three-wa
 the same lines), evaluates the result on ID's seeds, and credits the step with what removing it costs.
 
 Replay evaluations are stored with purpose `replay` (ablated variants as individuals made by `replay.ablate`),
-through the live driver when a run holds the store, else by this process as the store's one writer.
+through the live driver when a run holds the store, else by this process as the store's one writer. They run on a
+search's WorkerPool (evo.workers): a worker that dies is replaced, and its evaluation is stored as a crash.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _execute(args, run_id, id, jobs, ablations, existing, state, config) -> int:
     from evo.status import live_actor
     from evo.store import acquire_lock, open_writer, release_lock
     from evo.task import fixed_files, harness_path, load_harness
-    from evo.workers import bundle_task, start_workers
+    from evo.workers import WorkerPool, bundle_task, start_workers
 
     harness = harness_path()
     dataset = load_harness(harness).cache_dir() / "datasets" / state["dataset"]
@@ -183,30 +184,26 @@ def _execute(args, run_id, id, jobs, ablations, existing, state, config) -> int:
             jobs.append(Job(f"without step {i}", ind, text, winner_seeds))
         where = placement(args.workers or state.get("workers"))
         bundle = ray.put(bundle_task([harness, *fixed_files(harness)], dataset))
-        # The run's own thread count, so that --same-seeds reproduces its numbers exactly.
-        workers = start_workers(bundle, where["count"], use_gpus=where["use_gpus"],
-                                cpus_per_worker=where["cpus_per_worker"], threads=state.get("threads"),
-                                memory_mb=0, cache_root=str(load_harness(harness).cache_dir()),
-                                name_prefix="replay")
-        tasks = [(job, s) for job in jobs for s in job.seeds]
-        idle, running = list(workers), {}
-        while tasks or running:
-            while idle and tasks:
-                job, s = tasks.pop(0)
-                w = idle.pop()
-                ref = w.evaluate.remote(job.source, s, config.get("budget_seconds"), config.get("budget_tokens"),
-                                        config.get("time_limit"))
-                running[ref] = (job, s, w)
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                job, s, w = running.pop(ref)
-                result = ray.get(ref)
-                idle.append(w)
-                sink.add_evaluation(job.individual, result)
-                job.results[s] = result["val_bpb"] if result["status"] == "ok" else None
-                print(f"  {job.label} seed {s}: {result['status']} "
-                      f"{result['val_bpb']:.6f}" if result["status"] == "ok" else
-                      f"  {job.label} seed {s}: {result['status']} {result.get('error') or ''}", file=sys.stderr)
+
+        def start(count: int, prefix: str) -> list:
+            # The run's own thread count, so that --same-seeds reproduces its numbers exactly.
+            return start_workers(bundle, count, use_gpus=where["use_gpus"], cpus_per_worker=where["cpus_per_worker"],
+                                 threads=state.get("threads"), memory_mb=0,
+                                 cache_root=str(load_harness(harness).cache_dir()), name_prefix=prefix)
+
+        pool = WorkerPool(start(where["count"], "replay"), lambda i: start(1, f"replay-{i}")[0],
+                          budget_seconds=config.get("budget_seconds"), budget_tokens=config.get("budget_tokens"),
+                          time_limit=config.get("time_limit"))
+
+        def record(task, result):
+            job, s = task
+            sink.add_evaluation(job.individual, result)
+            job.results[s] = result["val_bpb"] if result["status"] == "ok" else None
+            print(f"  {job.label} seed {s}: {result['status']} "
+                  f"{result['val_bpb']:.6f}" if result["status"] == "ok" else
+                  f"  {job.label} seed {s}: {result['status']} {result.get('error') or ''}", file=sys.stderr)
+
+        pool.map((((job, s), job.source, s) for job in jobs for s in job.seeds), record)
     finally:
         if writer is not None:
             writer.close()

@@ -1,4 +1,5 @@
-"""Ray worker actors: each holds one GPU (or a share of the CPUs) and runs one evaluation at a time.
+"""Ray worker actors: each holds one GPU (or a share of the CPUs) and runs one evaluation at a time; and the pool
+that runs evaluations on them for `evo run` and `evo replay`.
 
 Nothing relies on a shared filesystem: the harness files and the prepared dataset travel once, as a TaskBundle in
 Ray's object store, and each worker writes them into its own node's cache when they are missing there. A child's
@@ -13,8 +14,11 @@ import os
 import shutil
 import socket
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -126,3 +130,113 @@ def start_workers(bundle_ref, count: int, *, use_gpus: bool, cpus_per_worker: fl
     return [Worker.options(**options).remote(f"{name_prefix}-{i}", bundle_ref, cache_root, threads, memory_mb,
                                              require_shield)
             for i in range(count)]
+
+
+@dataclass
+class Finished:
+    """An evaluation that came back: the caller's task, the evaluation record, the worker's index, when it was
+    handed out (time.time()) and how long it took."""
+
+    task: Any
+    result: dict
+    worker: int
+    started: float
+    seconds: float
+
+
+@dataclass
+class _Running:
+    task: Any
+    seed: int
+    worker: int
+    started: float
+
+
+class WorkerPool:
+    """Runs evaluations on worker actors, one at a time on each: submit() hands a task to a free worker, collect()
+    returns what finished. The tasks are the caller's own objects, handed back with their results.
+
+    A worker that died is replaced (make_worker(index)) and its evaluation comes back as a crash with the reason;
+    interrupt() kills the busy workers and returns their evaluations as interrupted."""
+
+    def __init__(self, workers: list, make_worker: Callable[[int], Any], *, budget_seconds: float | None,
+                 budget_tokens: int | None, time_limit: float | None):
+        self.workers = list(workers)
+        self.make_worker = make_worker
+        self.budget_seconds, self.budget_tokens, self.time_limit = budget_seconds, budget_tokens, time_limit
+        self.free = set(range(len(self.workers)))
+        self.running: dict[Any, _Running] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    @property
+    def idle(self) -> bool:
+        """Whether a worker is free for the next task."""
+        return bool(self.free)
+
+    def submit(self, task: Any, source: str, seed: int, preflight: bool = False) -> None:
+        """Starts one evaluation of source on seed on a free worker (a pre-flight first when asked)."""
+        w = min(self.free)
+        self.free.discard(w)
+        ref = self.workers[w].evaluate.remote(source, seed, self.budget_seconds, self.budget_tokens, self.time_limit,
+                                              preflight=preflight)
+        self.running[ref] = _Running(task, seed, w, time.time())
+
+    def wait(self, timeout: float | None) -> None:
+        """Until an evaluation finishes or timeout seconds pass (None: until one finishes)."""
+        refs = list(self.running)
+        if refs:
+            ray.wait(refs, num_returns=1, timeout=timeout)
+        elif timeout:
+            time.sleep(timeout / 5)
+
+    def collect(self, timeout: float | None = 0) -> list[Finished]:
+        """The evaluations that finished (waiting up to timeout for all of them); their workers are free again."""
+        if not self.running:
+            return []
+        done, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout)
+        finished = []
+        for ref in done:
+            job = self.running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                result = self._no_result(job, "crash", f"worker died during the evaluation: {str(e).splitlines()[0]}")
+                self.workers[job.worker] = self.make_worker(job.worker)
+            except ray.exceptions.RayError as e:
+                result = self._no_result(job, "crash", f"evaluation failed in Ray: {str(e).splitlines()[0]}")
+            self.free.add(job.worker)
+            finished.append(Finished(job.task, result, job.worker, job.started, time.time() - job.started))
+        return finished
+
+    def interrupt(self) -> list[Finished]:
+        """Kills the busy workers; returns their evaluations as interrupted."""
+        stopped = []
+        for job in self.running.values():
+            try:
+                ray.kill(self.workers[job.worker])
+            except Exception:  # the worker may be gone already
+                pass
+            stopped.append(Finished(job.task, self._no_result(job, "interrupted", "the run was stopped"), job.worker,
+                                    job.started, time.time() - job.started))
+        self.running.clear()
+        return stopped
+
+    def map(self, items: Iterable[tuple[Any, str, int]], on_result: Callable[[Any, dict], None]) -> None:
+        """Runs every (task, source, seed) to its end, in order as workers free up, and calls on_result(task,
+        result) as each finishes."""
+        queue = deque(items)
+        while queue or self.running:
+            while self.idle and queue:
+                task, source, seed = queue.popleft()
+                self.submit(task, source, seed)
+            self.wait(None)
+            for done in self.collect(0):
+                on_result(done.task, done.result)
+
+    def _no_result(self, job: _Running, status: str, error: str) -> dict:
+        """The evaluation record of a job whose worker returned nothing (it died, or the run was stopped)."""
+        return {"status": status, "error": error, "seed": job.seed, "worker": f"worker-{job.worker}",
+                "budget_seconds": self.budget_seconds, "budget_tokens": self.budget_tokens}

@@ -1,0 +1,353 @@
+"""The search policy driven directly, as an executor drives it, with made-up results: no Ray, no store."""
+
+import json
+import statistics
+from dataclasses import dataclass
+
+import pytest
+
+from evo.config import RunConfig
+from evo.population import (
+    MAX_INVALID_IN_A_ROW,
+    History,
+    SearchPolicy,
+    SeedFailed,
+    Task,
+    vary,
+)
+from genome import content_hash
+from operators.registry import REGISTRY
+from operators.variation import Variation
+from tests.support.genomes import tiny_source
+
+SEED = tiny_source()
+SEED_ID = content_hash(SEED)
+
+
+def settings(**kw) -> RunConfig:
+    base = {"population": 4, "tournament_size": 2, "evaluations": 6, "operators": {"hyper.mutate": 1.0},
+            "noise_seeds": 2, "confirm_seeds": 1, "elites": 2, "preflight": False, "seed": 0}
+    return RunConfig(**{**base, **kw})
+
+
+@dataclass
+class Individual:        # the store's attribute names
+    id: str
+    parents: tuple
+    operator: str
+    description: str
+    source: str | None
+    status: str
+
+
+@dataclass
+class Evaluation:
+    individual_id: str
+    seed: int
+    val_bpb: float | None
+    purpose: str
+    status: str
+
+
+def bpb(id: str, seed: int) -> float:
+    """A made-up val_bpb: a fixed fitness per individual plus a small effect of the seed."""
+    return 3.0 + int(id[:4], 16) / 65536 * 0.1 + (seed % 7) * 1e-4
+
+
+class Executor:
+    """Runs what the policy asks for with made-up results and keeps what a store would keep."""
+
+    def __init__(self, policy: SearchPolicy, result=None, stored: "Executor | None" = None):
+        """stored: an executor whose records this one goes on from (a resumed run)."""
+        self.policy = policy
+        self.result = result or (lambda task: {"status": "ok", "val_bpb": bpb(task.individual, task.seed)})
+        self.individuals = stored.individuals if stored else [
+            Individual(SEED_ID, (), "seed", "the seed train.py", SEED, "proposed")]
+        self.evaluations: list[Evaluation] = stored.evaluations if stored else []
+        self.tasks: list[Task] = []
+        self.proposed = []   # (proposal, the population then, the best then)
+
+    def individual(self, id):
+        return next(i for i in self.individuals if i.id == id)
+
+    def store(self, task, result):
+        self.evaluations.append(Evaluation(task.individual, task.seed, result.get("val_bpb"), task.purpose,
+                                           result["status"]))
+        ind = self.individual(task.individual)
+        if ind.status == "proposed" and result["status"] != "interrupted":
+            ind.status = "evaluated"
+
+    def propose(self):
+        """Proposes children until the policy wants no more; every proposal comes back at once."""
+        for proposal in self.policy.proposals():
+            self.proposed.append((proposal, tuple(self.policy.population), (self.policy.best() or {}).get("id")))
+            variation, unavailable = vary(proposal)
+            verdict = self.policy.child(proposal, variation, unavailable)
+            self.individuals.append(Individual(verdict.id or f"x{len(self.individuals)}", proposal.parent_ids,
+                                               variation.operator, variation.description, variation.source,
+                                               verdict.status))
+
+    def step(self) -> bool:
+        """One pass with one worker: run the next task to its end. False when the run is over."""
+        self.policy.close_noise_phase()
+        self.propose()
+        if self.policy.close_search():
+            return False
+        task = self.policy.next_task()
+        assert task is not None, "the policy has nothing to run but is not finished"
+        self.tasks.append(task)
+        result = self.result(task)
+        self.store(task, result)
+        self.policy.report(task, result)
+        return True
+
+    def run(self, steps=1000):
+        for _ in range(steps):
+            if not self.step():
+                return
+        raise AssertionError("the run did not finish")
+
+    def history(self) -> History:
+        state = json.loads(json.dumps(self.policy.state()))
+        return History(state, list(self.individuals), list(self.evaluations), list(self.policy.population))
+
+
+def noise_done(policy: SearchPolicy, values=(3.10, 3.12)) -> None:
+    for v in values:
+        task = policy.next_task()
+        policy.report(task, {"status": "ok", "val_bpb": v})
+    assert policy.close_noise_phase()
+
+
+def test_the_seed_is_measured_on_the_noise_seeds_before_any_child():
+    policy = SearchPolicy(settings(noise_seeds=3, preflight=True), SEED)
+    tasks = [policy.next_task() for _ in range(3)]
+    assert [t.individual for t in tasks] == [SEED_ID] * 3 and {t.purpose for t in tasks} == {"noise"}
+    assert [t.seed for t in tasks] == [policy.search_seed, *policy.fresh_seeds[:2]]  # children pair with the first
+    assert [t.preflight for t in tasks] == [True, False, False]
+    assert policy.next_task() is None and policy.proposals() == []
+    for t, v in zip(tasks, (3.10, 3.12, 3.14)):
+        assert not policy.close_noise_phase()
+        policy.report(t, {"status": "ok", "val_bpb": v})
+    assert policy.close_noise_phase() and policy.phase == "search"
+    assert policy.noise_floor == pytest.approx(statistics.stdev([3.10, 3.12, 3.14]))
+    assert policy.population == [SEED_ID]
+    assert len(policy.proposals()) == policy.lookahead
+
+
+def test_a_seed_that_fails_its_noise_evaluation_stops_the_run():
+    policy = SearchPolicy(settings(), SEED)
+    task = policy.next_task()
+    with pytest.raises(SeedFailed, match=r"failed its first evaluation \(crash\): boom"):
+        policy.report(task, {"status": "crash", "error": "boom"})
+    assert policy.phase == "failed"
+
+
+def test_children_are_evaluated_on_the_search_seed_and_placed_by_score():
+    policy = SearchPolicy(settings(evaluations=3), SEED)
+    run = Executor(policy)
+    run.run()
+    search = [t for t in run.tasks if t.purpose == "search"]
+    assert len(search) == 3 and {t.seed for t in search} == {policy.search_seed}
+    for k, task in enumerate(run.tasks):  # a child runs after its parents were measured
+        measured = {t.individual for t in run.tasks[:k]}
+        assert set(run.individual(task.individual).parents) <= measured
+    assert policy.counters.search_done == 3 and policy.counters.failed == 0
+    # everything evaluated fits in a population of 4: all of it is kept
+    assert sorted(policy.population) == sorted({SEED_ID, *(t.individual for t in search)})
+
+
+def test_replacement_keeps_the_best_by_score_when_the_population_is_full():
+    policy = SearchPolicy(settings(population=3, evaluations=8, elites=0), SEED)
+    run = Executor(policy)
+    while policy.counters.search_done < 8:
+        run.step()
+    evaluated = {e.individual_id for e in run.evaluations if e.status == "ok"}
+    assert len(evaluated) > 3 and len(policy.population) == 3
+    ranked = sorted(policy._members(sorted(evaluated)), key=lambda m: (m.score, m.id))
+    assert sorted(policy.population) == sorted(m.id for m in ranked[:3])
+
+
+def test_parents_come_from_the_population_and_best_selection_takes_the_best():
+    policy = SearchPolicy(settings(selection="best", evaluations=6, elites=0), SEED)
+    run = Executor(policy)
+    run.run()
+    assert len(run.proposed) >= 6
+    for proposal, population, best in run.proposed:
+        assert set(proposal.parent_ids) <= set(population)
+        assert proposal.parent_ids[0] == best
+    assert len({best for _, _, best in run.proposed}) > 1   # the best changed on the way
+
+
+def test_an_elite_is_confirmed_on_a_fresh_seed_before_the_next_child():
+    # the child is better than the seed: it becomes an elite and is confirmed before any other child runs
+    def result(task):
+        return {"status": "ok", "val_bpb": 3.0 if task.individual != SEED_ID else 3.2 + (task.seed % 3) * 0.01}
+
+    policy = SearchPolicy(settings(evaluations=3, elites=1), SEED)
+    run = Executor(policy, result)
+    while policy.counters.search_done < 1:
+        run.step()
+    child = next(t for t in run.tasks if t.purpose == "search").individual
+    task = policy.next_task()
+    assert task == Task(child, policy.fresh_seeds[0], "confirm")
+    assert policy.ready  # children were waiting; the confirmation went first
+    other = policy.next_task()   # while the confirmation runs, another child's result is not a reason to queue it again
+    policy.report(other, result(other))
+    assert task not in policy.confirm_queue
+
+
+def test_the_best_is_confirmed_before_the_run_ends():
+    policy = SearchPolicy(settings(evaluations=3, elites=0), SEED)   # no elites: nothing confirmed on the way
+    run = Executor(policy)
+    run.run()
+    assert policy.phase == "finished"
+    purposes = [t.purpose for t in run.tasks]
+    last_search = len(purposes) - 1 - purposes[::-1].index("search")
+    assert "confirm" not in purposes[:last_search] and "confirm" in purposes[last_search:]
+    best = policy.best()
+    assert best["n_confirm"] == 1 and best["id"] != SEED_ID
+    assert run.tasks[-1] == Task(best["id"], policy.fresh_seeds[0], "confirm")
+
+
+def test_resume_from_the_saved_state_makes_the_same_decisions():
+    first = SearchPolicy(settings(evaluations=10, operators={"hyper.mutate": 1.0, "hyper.crossover": 1.0}), SEED)
+    run = Executor(first)
+    while first.counters.search_done < 4 or first.confirm_queue:
+        run.step()
+    run.propose()
+    assert first.phase == "search" and first.ready and not first.running
+    second = SearchPolicy(first.config, SEED, lookahead=first.lookahead, history=run.history())
+    assert second.population == first.population and second.noise_floor == first.noise_floor
+    assert list(second.ready) == list(first.ready) and second.best() == first.best()
+    assert list(second.confirm_queue) == list(first.confirm_queue)
+    for _ in range(3):
+        a, b = first.next_task(), second.next_task()
+        assert a == b
+        result = {"status": "ok", "val_bpb": bpb(a.individual, a.seed)}
+        first.report(a, result)
+        second.report(b, result)
+        pa, pb = first.proposals(), second.proposals()
+        assert [(p.operator, p.parent_ids, p.rng.random()) for p in pa] == \
+               [(p.operator, p.parent_ids, p.rng.random()) for p in pb]
+        for policy, proposals in ((first, pa), (second, pb)):
+            for p in proposals:
+                policy.child(p, Variation.invalid(p.operator, "not needed here"))
+    assert second.state()["rng"] == first.state()["rng"]
+
+
+def test_a_worker_that_dies_costs_its_search_evaluation_only():
+    policy = SearchPolicy(settings(evaluations=3), SEED)
+    run = Executor(policy)
+    noise_done(policy)
+    run.propose()
+    task = policy.next_task()
+    died = {"status": "crash", "error": "worker died during the evaluation: the actor died", "seed": task.seed}
+    policy.report(task, died)
+    assert policy.counters.failed == 1 and policy.counters.search_done == 1
+    assert task.individual not in policy.population and task.individual not in policy.ready
+    assert policy.attempts[-1].status == "crash" and "worker died" in policy.attempts[-1].reason
+    run.run()  # the run goes on to its end without it
+    assert policy.phase == "finished"
+    assert [t.individual for t in run.tasks].count(task.individual) == 0
+
+
+def test_a_confirmation_lost_to_a_dead_worker_is_queued_again():
+    policy = SearchPolicy(settings(elites=1, evaluations=4), SEED)
+    run = Executor(policy, lambda t: {"status": "ok", "val_bpb": 3.0 if t.individual != SEED_ID else 3.2})
+    while policy.counters.search_done < 1:
+        run.step()
+    confirm = policy.next_task()
+    assert confirm.purpose == "confirm"
+    policy.report(confirm, {"status": "crash", "error": "worker died during the evaluation"})
+    assert policy.next_task() == confirm
+
+
+def test_an_interrupted_evaluation_is_run_again_after_resume():
+    policy = SearchPolicy(settings(evaluations=5, elites=0), SEED)
+    run = Executor(policy)
+    while policy.counters.search_done < 2:
+        run.step()
+    run.propose()
+    task = policy.next_task()
+    assert task.purpose == "search"
+    run.store(task, {"status": "interrupted", "error": "the run was stopped"})   # what the executor stores
+    policy.interrupt()
+    assert policy.phase == "interrupted" and not policy.running
+    resumed = SearchPolicy(policy.config, SEED, lookahead=policy.lookahead, history=run.history())
+    assert resumed.phase == "search" and resumed.next_task() == task
+    resumed.report(task, {"status": "ok", "val_bpb": bpb(task.individual, task.seed)})
+    Executor(resumed, stored=run).run()
+    assert resumed.phase == "finished" and resumed.counters.search_done == 5
+
+
+def test_a_run_interrupted_in_its_noise_phase_measures_the_seed_again():
+    policy = SearchPolicy(settings(), SEED)
+    run = Executor(policy)
+    run.step()
+    task = policy.next_task()
+    run.store(task, {"status": "interrupted"})
+    policy.interrupt()
+    resumed = SearchPolicy(policy.config, SEED, history=run.history())
+    assert resumed.phase == "noise" and resumed.next_task() == Task(SEED_ID, task.seed, "noise")
+
+
+def test_too_many_unusable_children_in_a_row_give_up():
+    policy = SearchPolicy(settings(evaluations=100), SEED, lookahead=100)
+    noise_done(policy)
+    proposals = policy.proposals()
+    verdicts = [policy.child(p, Variation.invalid(p.operator, "no change")) for p in proposals[:MAX_INVALID_IN_A_ROW]]
+    assert all(v.status == "invalid" and v.reason == "no change" for v in verdicts)
+    assert policy.counters.invalid == MAX_INVALID_IN_A_ROW and policy.attempts[-1].status == "invalid"
+    assert not any(v.give_up for v in verdicts[:-1])
+    assert "50 unusable children in a row" in verdicts[-1].give_up
+
+
+def test_a_second_child_with_a_known_source_is_a_duplicate():
+    policy = SearchPolicy(settings(), SEED)
+    noise_done(policy)
+    first, second, third = policy.proposals()
+    variation, _ = vary(first)
+    assert policy.child(first, variation).status == "proposed"
+    duplicate = policy.child(second, variation)
+    assert duplicate.status == "duplicate" and duplicate.reason == f"duplicate of {content_hash(variation.source)}"
+    seed_again = policy.child(third, Variation.child("hyper.mutate", SEED, "no change"))
+    assert seed_again.status == "duplicate" and seed_again.reason == f"duplicate of {SEED_ID}"
+    assert list(policy.ready) == [content_hash(variation.source)]
+
+
+def test_a_child_the_validator_refuses_is_rejected_and_never_run():
+    policy = SearchPolicy(settings(), SEED)
+    noise_done(policy)
+    proposal = policy.proposals()[0]
+    verdict = policy.child(proposal, Variation.child("hyper.mutate", "import os\nos.system('x')\n", "bad"))
+    assert verdict.status == "rejected" and verdict.reason
+    assert not policy.ready and policy.attempts[-1].status == "rejected"
+
+
+def test_an_llm_family_that_becomes_unavailable_leaves_the_offline_operators():
+    policy = SearchPolicy(settings(operators={"llm.mutate": 1.0}), SEED, llm=True, program="be brief")
+    noise_done(policy)
+    proposal = policy.proposals()[0]
+    assert proposal.needs_llm and proposal.context.program == "be brief"
+    assert proposal.context.noise_bpb == policy.noise_floor
+    verdict = policy.child(proposal, Variation.invalid("llm.mutate", "spend cap reached"), unavailable=True)
+    assert verdict.status == "invalid" and verdict.reason == "spend cap reached"
+    assert policy.weights and not any(REGISTRY.get(name).needs_llm for name in policy.weights)
+    assert all(not p.needs_llm for p in policy.proposals())
+
+
+def test_without_an_llm_client_only_the_offline_operators_are_used():
+    policy = SearchPolicy(settings(operators={"llm.mutate": 1.0, "hyper.mutate": 1.0}), SEED)
+    assert policy.weights == {"hyper.mutate": 1.0}
+
+
+def test_the_hours_limit_ends_the_search_on_the_policys_clock():
+    policy = SearchPolicy(settings(evaluations=None, hours=1.0), SEED)
+    run = Executor(policy)
+    noise_done(policy)
+    run.step()
+    assert policy.phase == "search" and policy.counters.search_done == 1
+    policy.elapse(3600)
+    run.run()
+    assert policy.phase == "finished" and policy.counters.search_done == 1
