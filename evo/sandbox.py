@@ -299,11 +299,11 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         else:
             result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
         return None
+    if server.violation:  # before the exit status: the child's own last words would hide it
+        result.error = f"the training process broke the harness protocol: {server.violation}"
+        return None
     if code != 0:
         result.status, result.error = _failure_reason(log, code)
-        return None
-    if server.violation:
-        result.error = f"the training process broke the harness protocol: {server.violation}"
         return None
     if server.submitted is None:
         result.error = "train.py ended without calling submit(model)"
