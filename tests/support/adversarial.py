@@ -340,10 +340,7 @@ class ChildProposer(MessagesServer):
 
     def _next(self, body: dict, headers: dict) -> Reply:
         with self._lock:
-            self.requests.append(body)
-            self.headers.append(headers)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._record(body, headers)
             messages = body.get("messages") or []
             repair = len(messages) > 1
             target = self._repaired(_texts(messages[1])) if repair else self._target()

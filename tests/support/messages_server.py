@@ -86,12 +86,16 @@ class MessagesServer:
         with self._lock:
             return len(self._script)
 
+    def _record(self, body: dict, headers: dict) -> None:
+        """Keeps a request and counts it in flight; the caller holds the lock."""
+        self.requests.append(body)
+        self.headers.append(headers)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
     def _next(self, body: dict, headers: dict) -> Reply:
         with self._lock:
-            self.requests.append(body)
-            self.headers.append(headers)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._record(body, headers)
             if self._script:
                 return self._script.pop(0)
             if self.default is not None:
