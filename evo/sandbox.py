@@ -236,9 +236,9 @@ def _gpu_visible(request: EvalRequest) -> bool:
     return value.strip() not in ("", "-1")
 
 
-def _training_env(base: dict, shielded: bool, work: Path) -> dict:
-    """Where the training process keeps its caches: its own /tmp, emptied with the evaluation."""
-    tmp = "/tmp" if shielded else str(work / "train-tmp")
+def _phase_env(base: dict, shielded: bool, work: Path, name: str) -> dict:
+    """Where the phase `name` keeps its caches: its own /tmp (work/name-tmp), emptied with the evaluation."""
+    tmp = "/tmp" if shielded else str(work / f"{name}-tmp")
     env = {**base, "TMPDIR": tmp, "XDG_CACHE_HOME": f"{tmp}/.cache", "TRITON_CACHE_DIR": f"{tmp}/.triton",
            "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/.inductor"}
     if shielded:
@@ -279,7 +279,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     cmd = [sys.executable, "train.py"]
     if shielded:
         cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset), gpu=_gpu_visible(request))
-    env = _training_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work)
+    env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:
         code, log, _ = _run_phase(cmd, scratch, env, limit, request.memory_mb, on_line,
@@ -333,11 +333,11 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     if shielded:
         cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda")
     else:
-        (work / "scorer").mkdir()
+        shield.prepare_scratch(work / "scorer", work / "scorer-tmp")
     reader = _PipeReader(read_end)
     reader.start()
     try:
-        code, log, _ = _run_phase(cmd, work / "scorer", _training_env(env, shielded, work), EVAL_PHASE_LIMIT,
+        code, log, _ = _run_phase(cmd, work / "scorer", _phase_env(env, shielded, work, "scorer"), EVAL_PHASE_LIMIT,
                                   request.memory_mb, None, pass_fds=(write_end,))
     finally:
         os.close(write_end)

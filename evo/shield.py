@@ -29,7 +29,7 @@ import site
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -76,7 +76,6 @@ class Spec:
     build_dir: str
     covers: tuple[str, ...] = ()
     gpu: bool = False
-    env: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -300,7 +299,6 @@ def shielded_exec(spec: Spec, cmd: list[str]) -> int:
         return 128 + signal.SIGKILL
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the outside's mounts
     root = build_root(spec)
-    env = {**os.environ, **spec.env}
     ready_r, ready_w = os.pipe()  # close-on-exec: the parent reads nothing once the command has started
     pid = os.fork()
     if pid == 0:  # the PID namespace's init
@@ -311,7 +309,7 @@ def shielded_exec(spec: Spec, cmd: list[str]) -> int:
             _pivot(root)
             os.chdir(spec.cwd)
             _drop_privileges(as_root, uid, gid)
-            os.execvpe(cmd[0], cmd, env)
+            os.execvp(cmd[0], cmd)
         except OSError as e:
             os.write(ready_w, str(e).encode())
         os._exit(127)
