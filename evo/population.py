@@ -36,7 +36,8 @@ from typing import Any
 
 from evo.config import RunConfig
 from evo.errors import EvoError, OperatorUnavailable
-from evo.selection import Member, elites, score, select_parents, survivors
+from evo.scoring import SCORED_PURPOSES, score
+from evo.selection import Member, elites, select_parents, survivors
 from genome import Genome, content_hash, lowest_common_ancestor, validate
 from operators.context import Attempt, Lineage, LLMContext, Step
 from operators.registry import REGISTRY
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 MAX_INVALID_IN_A_ROW = 50
 RECENT_ATTEMPTS = 12
-SCORED = ("search", "confirm", "noise")   # the purposes whose results count towards fitness
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class SearchPolicy:
                 if ind.status != "duplicate":
                     self.sources.setdefault(content_hash(ind.source), ind.id)
         for ev in history.evaluations:
-            if ev.status == "ok" and ev.purpose in SCORED:
+            if ev.status == "ok" and ev.purpose in SCORED_PURPOSES:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
         self.population = list(history.population)
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
