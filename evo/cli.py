@@ -15,6 +15,7 @@ from pathlib import Path
 
 from evo import __version__
 from evo.errors import ConfigError, EvoError, TaskError
+from operators.errors import OperatorError
 
 EXIT_USAGE = 2
 
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args, argv)
-    except EvoError as e:
+    except (EvoError, OperatorError) as e:
         message = str(e).removeprefix(f"evo {args.command}: ")
         print(f"evo {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from evo.config import RunConfig
-from evo.errors import EvoError, OperatorUnavailable
+from evo.errors import EvoError
 from evo.selection import Member, elites, score, select_parents, survivors
 from genome import Genome, content_hash, lowest_common_ancestor, validate
 from operators.context import Attempt, Lineage, LLMContext, Step
+from operators.errors import OperatorUnavailable
 from operators.registry import REGISTRY
 from operators.variation import Variation
 

@@ -19,9 +19,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from evo.errors import ConfigError
 from genome import Genome
 from operators import hyper, llm, merge
+from operators.errors import OperatorConfigError
 from operators.variation import Variation
 
 
@@ -66,11 +66,11 @@ class Registry:
         self._ops[name] = OperatorSpec(name, function, arity, needs_llm, settings)
 
     def get(self, name: str) -> OperatorSpec:
-        """The operator called name; ConfigError listing the known names when there is none."""
+        """The operator called name; OperatorConfigError listing the known names when there is none."""
         try:
             return self._ops[name]
         except KeyError:
-            raise ConfigError(f"unknown operator {name!r}; known: {', '.join(self.known())}") from None
+            raise OperatorConfigError(f"unknown operator {name!r}; known: {', '.join(self.known())}") from None
 
     def names(self) -> list[str]:
         return list(self._ops)
@@ -87,27 +87,27 @@ class Registry:
 
     def parse_weights(self, spec: str) -> dict[str, float]:
         """{operator name: weight} from "hyper=3,llm=1" or "hyper,merge,llm" (weight 1 when omitted). Zero weights
-        are dropped. Raises ConfigError, in one line, for an unknown name, a bad weight or nothing left."""
+        are dropped. Raises OperatorConfigError, in one line, for an unknown name, a bad weight or nothing left."""
         families = self.families()
         items = [item.strip() for item in spec.split(",") if item.strip()]
         if not items:
-            raise ConfigError(f"--operators names no operator; known: {', '.join(self.known())}")
+            raise OperatorConfigError(f"--operators names no operator; known: {', '.join(self.known())}")
         explicit: dict[str, float] = {}
         shared: dict[str, float] = {}
         seen: set[str] = set()
         for item in items:
             name, has_weight, raw = (part.strip() for part in item.partition("="))
             if name not in families and name not in self._ops:
-                raise ConfigError(f"unknown operator {name!r} in --operators; known: {', '.join(self.known())}")
+                raise OperatorConfigError(f"unknown operator {name!r} in --operators; known: {', '.join(self.known())}")
             if name in seen:
-                raise ConfigError(f"--operators names {name!r} twice")
+                raise OperatorConfigError(f"--operators names {name!r} twice")
             seen.add(name)
             try:
                 weight = float(raw) if has_weight else 1.0
             except ValueError:
-                raise ConfigError(f"--operators: the weight of {name} must be a number; got {raw!r}") from None
+                raise OperatorConfigError(f"--operators: the weight of {name} must be a number; got {raw!r}") from None
             if not (math.isfinite(weight) and weight >= 0):
-                raise ConfigError(f"--operators: the weight of {name} must be >= 0; got {raw}")
+                raise OperatorConfigError(f"--operators: the weight of {name} must be >= 0; got {raw}")
             if name in families:
                 for member in families[name]:
                     shared[member] = weight / len(families[name])
@@ -116,7 +116,7 @@ class Registry:
         weights = {n: explicit.get(n, shared.get(n, 0.0)) for n in self._ops}
         weights = {n: w for n, w in weights.items() if w > 0}
         if not weights:
-            raise ConfigError("--operators gives every operator weight 0; at least one needs a positive weight")
+            raise OperatorConfigError("--operators gives every operator weight 0; at least one needs a positive weight")
         return weights
 
     def offline(self, weights: Mapping[str, float]) -> dict[str, float]:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from evo.errors import OperatorUnavailable
 from genome import Genome, hyperparameters, validate, values
 from operators import (Attempt, LLMClient, LLMContext, LLMSettings, Lineage, Step, get, settings_from_env)
+from operators.errors import OperatorUnavailable
 from operators.usage import estimate_cost
 from tests.support.genomes import seed_source, with_hyperparameters
 from tests.support.messages_server import MessagesServer, Reply, error, message

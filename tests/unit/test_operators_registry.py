@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from evo.errors import ConfigError
 from genome import Genome
 from operators import REGISTRY, Registry, get, parse_weights
+from operators.errors import OperatorConfigError
 from operators.hyper import mutate
 from tests.support.genomes import seed_source
 
@@ -39,7 +39,7 @@ def test_family_weights_are_shared_among_members_and_members_can_be_named_alone(
     (" , ", "names no operator"),
 ])
 def test_a_bad_operator_spec_is_one_config_error_line(spec, words):
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(OperatorConfigError) as e:
         parse_weights(spec)
     assert words in str(e.value) and "\n" not in str(e.value)
 
@@ -59,7 +59,7 @@ def test_operators_are_called_through_the_registry_with_bound_settings_and_pickl
     with pytest.raises(ValueError, match="1 parent"):
         spec([parent, parent], random.Random(0))
     assert pickle.loads(pickle.dumps(spec)).function is mutate
-    with pytest.raises(ConfigError, match="unknown operator"):
+    with pytest.raises(OperatorConfigError, match="unknown operator"):
         registry.get("merge.crossover")
 
 
