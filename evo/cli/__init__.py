@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from evo import __version__
 from evo.cli import replay_cmd, run_cmd, store_cmds, task_cmds
 from evo.errors import EvoError
+from operators.errors import OperatorError
 
 EXIT_USAGE = 2
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = next(c.handler for c in COMMANDS if c.name == args.command)
     try:
         return handler(args, argv)
-    except EvoError as e:
+    except (EvoError, OperatorError) as e:
         message = str(e).removeprefix(f"evo {args.command}: ")
         print(f"evo {args.command}: error: {message}", file=sys.stderr)
         return 1
