@@ -1,6 +1,7 @@
 """Ray for evo: starting or joining a cluster, sizing the workers, and reaching the driver of a live run.
 
-    start_ray(address)      joins --address, or starts a local instance (authentication off for that one only)
+    start_ray(address)      joins --address with that cluster's own authentication (RAY_AUTH_MODE, RAY_AUTH_TOKEN
+                            as for any Ray client), or starts a local instance with authentication off
     placement(workers)      how many workers, and what each holds (one GPU, or a share of the CPUs)
     live_actor(db)          the run actor of the live run holding db, or None
 """
@@ -39,7 +40,15 @@ def start_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
         check_reachable(address)
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as e:  # Ray's message for a refused token is long; the fix is one line
+            text = str(e)
+            if "auth" in text.lower() or "token" in text.lower() or "Unauthenticated" in text:
+                raise ConfigError(f"--address {address}: the cluster refused this client's authentication; set "
+                                  f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as for any Ray "
+                                  f"client of that cluster") from None
+            raise
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)

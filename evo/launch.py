@@ -42,8 +42,13 @@ class Launch:
     stored_state: dict | None = None    # the resumed run's saved state (its workers, threads and conditions)
 
 
+# Ray's own credentials for joining a cluster that requires a token: the driver needs them to connect, and the
+# sandbox still keeps them (like every secret) out of training and scoring processes.
+RAY_CREDENTIALS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
 def _scrub_secrets() -> None:
-    for key in [k for k in os.environ if is_secret(k)]:
+    for key in [k for k in os.environ if is_secret(k) and k not in RAY_CREDENTIALS]:
         del os.environ[key]
 
 
