@@ -2,8 +2,7 @@
 The seed genome: a small GPT trained for the harness's budget, then handed to the harness for scoring.
 
 Everything in this file may change (the model, the optimiser, the schedule, the hyperparameters). It talks to the
-harness only through the harness API, the names in prepare.py's __all__ (seed(), train_batches(), progress(),
-submit() and the rest).
+harness only through prepare.py's API: budget(), seed(), vocab_size(), train_batches(), progress(), submit().
 Run it standalone with `python train.py` (after `python prepare.py`).
 """
 
