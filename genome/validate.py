@@ -1,6 +1,7 @@
 """Validation of a child before it is trained: does it keep the task contract?
 
-A valid child parses; imports from `prepare` only the harness API (HARNESS_API); calls seed(), train_batches() and
+A valid child parses; imports from `prepare` only the harness API (the names in prepare.py's `__all__`, read by
+genome.harness_api: HARNESS_API by default, or the names a caller passes); calls seed(), train_batches() and
 submit(); and leaves the harness and the metric alone. It is `rejected`, with a reason naming the line, when it:
 
 - imports anything else from prepare (`active_dataset`, `evaluate_program`, `_current`, ...), or uses it through
@@ -28,13 +29,13 @@ check refuses models that look ahead.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from genome.harness_api import HARNESS_API
 from genome.syntax import parse
 
 HARNESS_MODULE = "prepare"
-HARNESS_API = frozenset({"SEQ_LEN", "VOCAB_SIZE", "Budget", "budget", "seed", "vocab_size", "train_batches",
-                         "progress", "submit"})
 REQUIRED_CALLS = ("seed", "train_batches", "submit")
 FORBIDDEN_TEXT = ("val.bin", "train.bin", "token_bytes", "active.json", ".cache/evo", "EVO_")
 ALLOWED_PATCH_PREFIXES = ("torch.backends.", "torch._inductor.config.", "torch._dynamo.config.")
@@ -80,8 +81,9 @@ def _docstrings(tree: ast.Module) -> set[int]:
 class _Checker:
     """One pass over a syntax tree, collecting (line, message) problems."""
 
-    def __init__(self, tree: ast.Module):
+    def __init__(self, tree: ast.Module, api: frozenset[str]):
         self.tree = tree
+        self.api = api
         self.problems: list[tuple[int, str]] = []
         self.imported: dict[str, str] = {"__builtins__": "builtins"}  # local name -> dotted path it stands for
         self.called: set[str] = set()
@@ -129,10 +131,10 @@ class _Checker:
             elif isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
                 for a in node.names:
-                    if module == HARNESS_MODULE and (a.name == "*" or a.name not in HARNESS_API):
+                    if module == HARNESS_MODULE and (a.name == "*" or a.name not in self.api):
                         what = "everything (*)" if a.name == "*" else a.name
                         self.problem(node, f"imports {what} from prepare; only the harness API may be used "
-                                           f"({', '.join(sorted(HARNESS_API))})")
+                                           f"({', '.join(sorted(self.api))})")
                     if a.name != "*":
                         self.imported[a.asname or a.name] = f"{module}.{a.name}"
         self.harness_aliases = {n for n, p in self.imported.items() if p.startswith(HARNESS_MODULE + ".")}
@@ -198,7 +200,7 @@ class _Checker:
                 self.problem(node, f"calls {name}() on {target}, an imported module or object")
             if target == HARNESS_MODULE and name == "getattr":
                 attr = node.args[1] if len(node.args) > 1 else None
-                if not (isinstance(attr, ast.Constant) and attr.value in HARNESS_API):
+                if not (isinstance(attr, ast.Constant) and attr.value in self.api):
                     self.problem(node, "reads prepare through getattr(); only the harness API may be used")
         if isinstance(func, ast.Attribute) and func.attr in ("__setattr__", "__delattr__") and node.args:
             if self.path(node.args[0]):
@@ -246,7 +248,7 @@ class _Checker:
             if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):
                 self.check_store(node)
             elif isinstance(node, ast.Attribute) and self.path(node.value) == HARNESS_MODULE \
-                    and node.attr not in HARNESS_API:
+                    and node.attr not in self.api:
                 self.problem(node, f"uses prepare.{node.attr}, which is not part of the harness API")
             elif isinstance(node, ast.Call):
                 self.check_call(node)
@@ -267,16 +269,18 @@ class _Checker:
                                    f"train on train_batches() and end with submit(model)")
 
 
-def validate(source: str) -> Validation:
-    """Checks source against the task contract (see the module docstring). Never raises for a bad source:
-    returns Validation("rejected", reason, line) for the first problem by line, or Validation("ok")."""
+def validate(source: str, api: Iterable[str] = HARNESS_API) -> Validation:
+    """Checks source against the task contract (see the module docstring), with api the names it may import from
+    prepare (by default the `__all__` of the prepare.py installed with genome; a caller whose task has its own
+    prepare.py passes genome.harness_api.read_harness_api(that file)). Never raises for a bad source: returns
+    Validation("rejected", reason, line) for the first problem by line, or Validation("ok")."""
     try:
         tree = parse(source)
     except SyntaxError as e:
         return Validation("rejected", f"line {e.lineno}: does not parse: {e.msg}", e.lineno)
     except ValueError as e:  # null bytes and the like
         return Validation("rejected", f"does not parse: {e}")
-    checker = _Checker(tree)
+    checker = _Checker(tree, frozenset(api))
     checker.run()
     if not checker.problems:
         return Validation("ok")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from genome import Genome, unified_diff
-from genome.validate import HARNESS_API
+from genome.harness_api import HARNESS_NAMES
 from operators.context import Attempt, LLMContext, Lineage, Step
 
 CACHE = {"type": "ephemeral"}
@@ -26,7 +26,7 @@ child you write is trained for the same fixed budget by a fixed harness (prepare
 bits per byte on held-out text: lower is better. The best children become parents of the next ones.
 
 The contract; a child that breaks it is rejected without training:
-- train.py uses the harness only through `from prepare import ...` of: {", ".join(sorted(HARNESS_API))}.
+- train.py uses the harness only through `from prepare import ...` of: {", ".join(HARNESS_NAMES)}.
 - Every random generator is seeded from seed(); a child never picks its own seed.
 - Training data comes only from train_batches(B, T, device), which stops when the budget is spent. Tie schedules \
 to progress() (the share of the budget spent), not to step counts or your own clock.

@@ -1,0 +1,62 @@
+"""The harness API: the names a train.py may import from prepare.py, as prepare.py's own `__all__` declares them.
+
+prepare.py is the one definition. This module reads its `__all__` assignment from the syntax tree, never importing
+the file (prepare.py loads torch and installs an excepthook) and never importing evo, so the validator and the LLM
+prompts quote exactly the names the harness declares.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from genome.syntax import parse
+
+
+class HarnessAPIError(ValueError):
+    """A harness file whose `__all__` cannot be read as a literal list of names."""
+
+
+def packaged_harness() -> Path:
+    """The prepare.py installed with this copy of genome: under evo/task/ in an installed wheel (where
+    pyproject.toml puts it), else at the root of the source checkout, beside genome/ (evo.task looks in the same
+    two places, in the same order)."""
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (root / "evo" / "task" / "prepare.py", root / "prepare.py"):
+        if candidate.is_file():
+            return candidate
+    raise HarnessAPIError(f"prepare.py is missing from this installation (looked in {root / 'evo' / 'task'} "
+                          f"and {root})")
+
+
+def read_harness_api(path: str | Path) -> tuple[str, ...]:
+    """The names in the module-level `__all__ = [...]` of the harness file at path, in their order. Raises
+    HarnessAPIError when the file cannot be read or parsed, or has no such assignment of string literals."""
+    path = Path(path)
+    try:
+        tree = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessAPIError(f"{path}: cannot be read ({e})") from None
+    except (SyntaxError, ValueError) as e:
+        raise HarnessAPIError(f"{path}: does not parse ({e})") from None
+    found = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            found = node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "__all__":
+            found = node
+    if found is None or found.value is None:
+        raise HarnessAPIError(f"{path}: no `__all__ = [...]` naming the harness API")
+    try:
+        names = ast.literal_eval(found.value)
+    except (ValueError, TypeError, SyntaxError):
+        names = None
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n.isidentifier()
+                                                                    for n in names):
+        raise HarnessAPIError(f"{path}: line {found.lineno}: `__all__` must be a literal list of names")
+    return tuple(names)
+
+
+# The names in declared order (for quoting) and as a set (for checking), from the harness shipped with genome.
+HARNESS_NAMES: tuple[str, ...] = read_harness_api(packaged_harness())
+HARNESS_API: frozenset[str] = frozenset(HARNESS_NAMES)
