@@ -18,14 +18,14 @@ class HarnessAPIError(ValueError):
 
 
 def packaged_harness() -> Path:
-    """The prepare.py installed with this copy of genome: under evo/task/ in an installed wheel (where
+    """The prepare.py installed with this copy of genome: under evo/packaged_task/ in an installed wheel (where
     pyproject.toml puts it), else at the root of the source checkout, beside genome/ (evo.task looks in the same
     two places, in the same order)."""
     root = Path(__file__).resolve().parent.parent
-    for candidate in (root / "evo" / "task" / "prepare.py", root / "prepare.py"):
+    for candidate in (root / "evo" / "packaged_task" / "prepare.py", root / "prepare.py"):
         if candidate.is_file():
             return candidate
-    raise HarnessAPIError(f"prepare.py is missing from this installation (looked in {root / 'evo' / 'task'} "
+    raise HarnessAPIError(f"prepare.py is missing from this installation (looked in {root / 'evo' / 'packaged_task'} "
                           f"and {root})")
 
 
