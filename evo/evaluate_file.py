@@ -46,6 +46,7 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     if notify:
         notify(f"evaluating {path}: budget {budget.describe()}, seed {seed}")
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,
+                          cache_root=harness.cache_dir(),
                           time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file))
     result = evaluate(request, on_line=on_line).to_dict()
     result["fingerprint"] = fingerprint

@@ -92,6 +92,7 @@ class EvalRequest:
     score: bool = True            # False: stop after the train phase (the pre-flight)
     batches: int | None = None    # serve at most this many batches, whatever their size (the pre-flight: 1)
     require_shield: bool = False  # True: where the shield cannot run, fail instead of training unshielded
+    cache_root: Path | None = None  # the harness's cache_dir() (data, bundles), covered from the training process
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables (CUDA_VISIBLE_DEVICES, ...)
 
 
@@ -278,7 +279,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                          work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
     if shielded:
-        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset), gpu=_gpu_visible(request))
+        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request))
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:

@@ -403,13 +403,6 @@ def unavailable() -> str | None:
 # What stays covered inside the allow-list
 # ---------------------------------------------------------------------------
 
-def _user_cache() -> Path:
-    """prepare.cache_dir(), by its rule: prepare.py imports torch, too much to load into a worker for one path."""
-    if os.environ.get("EVO_CACHE_DIR"):
-        return Path(os.environ["EVO_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evo"
-
-
 def _source_paths(dataset: Path) -> list[Path]:
     """The raw text the dataset was made from, as its meta.json records it."""
     try:
@@ -425,10 +418,11 @@ def _source_paths(dataset: Path) -> list[Path]:
     return paths
 
 
-def hidden_paths(dataset: Path) -> list[Path]:
-    """What stays covered even where the allow-list would show it: the data caches, the raw corpus (the embedded
-    one lives in site-packages) and the dataset itself. Nothing outside the allow-list needs covering."""
-    found = [_user_cache(), dataset.resolve()] + _source_paths(dataset)
+def hidden_paths(dataset: Path, cache_root: Path | None = None) -> list[Path]:
+    """What stays covered even where the allow-list would show it: the data cache (cache_root, the harness's
+    cache_dir(), which the caller asks the harness for), the raw corpus (the embedded one lives in site-packages)
+    and the dataset itself. Nothing outside the allow-list needs covering."""
+    found = [dataset.resolve()] + _source_paths(dataset) + ([Path(cache_root)] if cache_root else [])
     parent = dataset.resolve().parent
     if parent.name == "datasets":
         found.append(parent.parent)

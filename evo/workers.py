@@ -95,7 +95,8 @@ class Worker:
         self.require_shield = require_shield
         self.threads = threads
         self.memory_mb = memory_mb
-        self.harness, self.fixed, self.dataset = materialize(bundle, Path(cache_root))
+        self.cache_root = Path(cache_root)
+        self.harness, self.fixed, self.dataset = materialize(bundle, self.cache_root)
         gpus = ray.get_gpu_ids()
         self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
         self.node = socket.gethostname()
@@ -115,7 +116,7 @@ class Worker:
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
                               threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env,
-                              require_shield=self.require_shield)
+                              require_shield=self.require_shield, cache_root=self.cache_root)
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)

@@ -152,7 +152,7 @@ def test_the_training_process_reads_no_data_and_its_batches_come_over_the_channe
     assert result.shielded and "without the shield" not in result.log
 
 
-def test_hidden_paths_cover_the_caches_the_dataset_and_its_raw_text(tmp_path, monkeypatch):
+def test_hidden_paths_cover_the_caches_the_dataset_and_its_raw_text(tmp_path):
     cache = tmp_path / "cache"
     (cache / "bundles/x/datasets/a/train").mkdir(parents=True)
     texts = tmp_path / "texts"
@@ -162,10 +162,9 @@ def test_hidden_paths_cover_the_caches_the_dataset_and_its_raw_text(tmp_path, mo
     key = {"kind": "files", "files": [[str(texts / "one.txt"), 5, 0], [str(texts / "two.jsonl"), 5, 0],
                                       [str(texts / "gone.txt"), 5, 0]]}
     (cache / "bundles/x/datasets/a/meta.json").write_text(json.dumps({"key": key}))
-    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "elsewhere"))
-    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere").mkdir()  # the harness's cache_dir(), as the caller found it
 
-    hidden = set(shield.hidden_paths(cache / "bundles/x/datasets/a"))
+    hidden = set(shield.hidden_paths(cache / "bundles/x/datasets/a", tmp_path / "elsewhere"))
     assert hidden == {cache / "bundles/x", cache / "bundles/x/datasets/a", texts / "one.txt", texts / "two.jsonl",
                       tmp_path / "elsewhere", CORPUS}
 
