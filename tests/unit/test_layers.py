@@ -57,3 +57,19 @@ def test_every_module_of_operators_and_genome_imports_with_evo_out_of_reach():
 def test_what_runs_in_the_sandbox_imports_with_operators_and_genome_out_of_reach():
     done = _import_without(PACKAGES, list(SANDBOXED))
     assert done.returncode == 0, done.stderr
+
+
+def test_the_search_policy_imports_with_ray_and_the_store_out_of_reach():
+    done = _import_without(("ray", "duckdb"), ["evo.population", "evo.selection", "evo.scoring"])
+    assert done.returncode == 0, done.stderr
+
+
+def test_only_the_cli_prints():
+    printing = []
+    for path in sorted((ROOT / "evo").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "evo").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                printing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert printing == []
