@@ -70,6 +70,13 @@ VARIANTS = {
     "hyper-only": {"operators": "hyper"},
     "mutate-only": {"operators": "hyper.mutate"},
     "lean-confirm": {"noise_seeds": 2, "confirm_seeds": 1, "elites": 1},
+    "close-confirm": {"confirm": "close"},
+    "steps": {"adaptive_steps": True},
+    "steps+close": {"adaptive_steps": True, "confirm": "close"},
+    "steps+close+t5": {"adaptive_steps": True, "confirm": "close", "tournament_size": 5},
+    "steps+close+best": {"adaptive_steps": True, "confirm": "close", "selection": "best"},
+    "steps+close+best+pop-4": {"adaptive_steps": True, "confirm": "close", "selection": "best", "population": 4},
+    "steps+close+best+2-noise": {"adaptive_steps": True, "confirm": "close", "selection": "best", "noise_seeds": 2},
 }
 
 

@@ -20,27 +20,30 @@ KEPT = ("status", "val_bpb", "error", "training_seconds", "total_seconds", "toke
 
 
 class EvaluationFile:
-    """Finished ok evaluations, one JSON line each, keyed by (source hash, seed, token budget)."""
+    """Finished evaluations, one JSON line each, keyed by (source hash, seed, token budget); only ok ones are
+    reused (a timeout on a loaded machine may not happen again)."""
 
     def __init__(self, path: Path, budget_tokens: int):
         self.path, self.budget = Path(path), budget_tokens
         self.known: dict[tuple[str, int], dict] = {}
+        self.failed = 0
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
                     r = json.loads(line)
                     if r.get("budget_tokens") == budget_tokens:
-                        self.known[(r["hash"], r["seed"])] = r
+                        self.failed += r["status"] != "ok"
+                        if r["status"] == "ok":
+                            self.known[(r["hash"], r["seed"])] = r
 
     def get(self, source: str, seed: int) -> dict | None:
         return self.known.get((content_hash(source), seed))
 
     def add(self, source: str, seed: int, result: dict, purpose: str) -> None:
-        if result["status"] != "ok":
-            return
         record = {"hash": content_hash(source), "seed": seed, "budget_tokens": self.budget, "purpose": purpose,
                   **{k: result.get(k) for k in KEPT}, "source": source}
-        self.known[(record["hash"], seed)] = record
+        if result["status"] == "ok":
+            self.known[(record["hash"], seed)] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -12,6 +12,7 @@ from evo.selection import SELECTIONS
 
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
+CONFIRMS = ("elites", "close")
 # Settings that describe where and how this invocation runs rather than what the run is.
 PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded")
 
@@ -38,6 +39,8 @@ class RunConfig:
     max_llm_cost: float | None = None
     noise_seeds: int = 3                     # evaluations of the seed genome that measure the noise floor
     confirm_seeds: int = 2                   # extra fresh-seed evaluations for each elite
+    confirm: str = "elites"                  # elites: every elite; close: only an elite that luck could have put there
+    adaptive_steps: bool = False             # hyper.mutate's step size follows its success rate (the 1/5 rule)
     preflight: bool = True
     time_limit: float | None = None          # wall-clock limit of one training phase; None: from the budget
     memory_mb: float = 0                     # resident-memory limit per evaluation; 0: none
@@ -72,6 +75,8 @@ class RunConfig:
             raise ConfigError(f"--noise-seeds must be at least 2 (a spread needs two draws); got {self.noise_seeds}")
         if self.confirm_seeds < 1:
             raise ConfigError(f"--confirm-seeds must be at least 1; got {self.confirm_seeds}")
+        if self.confirm not in CONFIRMS:
+            raise ConfigError(f"--confirm must be one of {', '.join(CONFIRMS)}; got {self.confirm!r}")
         if self.memory_mb < 0:
             raise ConfigError(f"--memory-mb must be 0 or more; got {self.memory_mb:g}")
         if not self.operators or any(not w > 0 for w in self.operators.values()):
