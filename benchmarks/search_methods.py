@@ -86,6 +86,7 @@ class Evo:
 
     def tell(self, job: Job, result: dict) -> None:
         self.policy.report(job.tag, result)
+        self.policy.close_noise_phase()    # as the engine does on its next pass: the seed joins the population
 
     def reported(self) -> tuple[str, float] | None:
         best = self.policy.best()

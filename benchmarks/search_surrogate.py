@@ -1,9 +1,10 @@
 """The surrogate of benchmarks/search.py: val_bpb as a cheap noisy function of a source's boxed constants.
 
-    val_bpb(source, seed) = base + sum_i curvature_i * (u_i - optimum_i)^2 + noise(source, seed)
+    val_bpb(source, seed) = base + sum_i (linear_i * u_i + quadratic_i * u_i^2) + noise(source, seed)
 
 u_i is constant i's place in the search box (benchmarks.search_box: 0 at its lower bound, 1 at its upper, on a log
-scale for rates and sizes), so each constant has a best place and a cost of being elsewhere. The noise has the
+scale for rates and sizes), and every quadratic_i >= 0, so each constant has one best place (inside the box or at
+an edge) and a cost of being elsewhere. The noise has the
 measured seed spread (noise_std) and is deterministic, like training on CPU: the same source on the same seed gives
 the same value. Part of it (seed_correlation) is shared by every source on a seed, as a training seed moves every
 variant's result a little the same way; the rest is the source's own.
@@ -11,7 +12,8 @@ variant's result a little the same way; the rest is the source's own.
 Fit (`benchmarks/search.py --fit N`): the parameters start from a prior written in the params file (where each
 constant's best place is believed to be and how much it matters), and a least-squares fit to real evaluations moves
 them: the model is linear in the features (u_i, u_i^2), so the fit is ridge regression towards the prior's
-coefficients, solved in closed form; the curvatures are kept positive. The real evaluations it was fitted to are
+coefficients, solved in closed form; a quadratic coefficient the fit makes negative is fixed at 0 and the rest
+refitted (an active set), so the saved model is exactly the fitted one. The real evaluations it was fitted to are
 kept in benchmarks/results/search_fit.jsonl, and the params file says how many there were and how well it fits.
 """
 
@@ -30,8 +32,6 @@ import numpy as np
 from benchmarks.search_box import BOX, unit_point
 from genome import content_hash
 
-MIN_CURVATURE = 1e-3
-
 
 def _gauss(*key) -> float:
     """A standard normal draw that depends only on key."""
@@ -44,7 +44,7 @@ def _gauss(*key) -> float:
 @dataclass
 class Surrogate:
     base: float
-    terms: dict[str, dict[str, float]]          # name -> {"curvature": a, "optimum": c}
+    terms: dict[str, dict[str, float]]          # name -> {"linear", "quadratic", "optimum" (where it is lowest)}
     noise_std: float
     seed_correlation: float = 0.5
     budget_tokens: int | None = None
@@ -54,7 +54,7 @@ class Surrogate:
     def mean(self, source: str) -> float:
         """The noise-free val_bpb of source."""
         u = unit_point(source)
-        return self.base + sum(t["curvature"] * (u[n] - t["optimum"]) ** 2 for n, t in self.terms.items() if n in u)
+        return self.base + sum(t["linear"] * u[n] + t["quadratic"] * u[n] ** 2 for n, t in self.terms.items() if n in u)
 
     def __call__(self, source: str, seed: int) -> float:
         shared = _gauss("seed", seed)
@@ -64,7 +64,7 @@ class Surrogate:
 
     def best(self) -> float:
         """The lowest noise-free value inside the box (each optimum clipped to the box)."""
-        return self.base + sum(t["curvature"] * (min(1.0, max(0.0, t["optimum"])) - t["optimum"]) ** 2
+        return self.base + sum(t["linear"] * t["optimum"] + t["quadratic"] * t["optimum"] ** 2
                                for t in self.terms.values())
 
     # -- storage -----------------------------------------------------------------------------------------------
@@ -99,9 +99,17 @@ class Surrogate:
         y = np.array([e["val_bpb"] for e in rows])
         noise = _within_source_std(rows) or self.noise_std
         lam = prior_weight / np.maximum(np.abs(theta0), 0.05) ** 2   # each coefficient may move about its size
-        A = X.T @ X / noise**2 + np.diag(lam)
-        b = X.T @ y / noise**2 + lam * theta0
-        theta = np.linalg.solve(A, b)
+        fixed = np.zeros(len(theta0), dtype=bool)                     # quadratic coefficients held at 0
+        for _ in range(len(names) + 1):
+            free = ~fixed
+            A = X[:, free].T @ X[:, free] / noise**2 + np.diag(lam[free])
+            b = X[:, free].T @ y / noise**2 + lam[free] * theta0[free]
+            theta = np.zeros(len(theta0))
+            theta[free] = np.linalg.solve(A, b)
+            negative = [2 + 2 * i for i in range(len(names)) if theta[2 + 2 * i] < 0]
+            if not negative:
+                break
+            fixed[negative] = True
         terms, base = _terms(theta, names)
         residual = y - X @ theta
         fit = {"evaluations": len(rows), "sources": len({content_hash(e["source"]) for e in rows}),
@@ -131,14 +139,17 @@ def _coefficients(params: Mapping, names: Sequence[str]) -> np.ndarray:
 
 def _terms(theta: np.ndarray, names: Sequence[str]) -> tuple[dict, float]:
     terms = {}
-    const = float(theta[0])
     for i, n in enumerate(names):
-        w, q = float(theta[1 + 2 * i]), float(theta[2 + 2 * i])
-        a = max(q, MIN_CURVATURE)
-        c = min(1.5, max(-0.5, -w / (2.0 * a)))
-        terms[n] = {"curvature": round(a, 6), "optimum": round(c, 6)}
-        const -= a * c * c
-    return terms, round(const, 6)
+        w, q = float(theta[1 + 2 * i]), max(0.0, float(theta[2 + 2 * i]))
+        best = min(1.0, max(0.0, -w / (2.0 * q))) if q > 0 else (0.0 if w > 0 else 1.0)
+        terms[n] = {"linear": w, "quadratic": q, "optimum": round(best, 4)}
+    return terms, float(theta[0])
+
+
+def terms_from_prior(prior: Mapping) -> tuple[dict, float]:
+    """The prior's (curvature, optimum) terms as the model's coefficients, and its base."""
+    names = [n for n in BOX if n in prior["terms"]]
+    return _terms(_coefficients(prior, names), names)
 
 
 def _within_source_std(rows: Sequence[Mapping]) -> float | None:

@@ -19,17 +19,17 @@ def test_the_real_mode_runs_each_method_on_the_workers_and_resumes_without_train
     done = [json.loads(line) for line in records.read_text().splitlines()]
     assert {r["method"] for r in done} == {"evo", "random"}
     by = {r["method"]: r for r in done}
-    assert by["evo"]["purposes"] == {"noise": 2} and by["random"]["purposes"] == {"search": 2}
+    assert by["evo"]["purposes"] == {"noise": 3} and by["random"]["purposes"] == {"search": 3}
     assert by["evo"]["search_seed"] == by["random"]["search_seed"]
     for r in done:
-        snap = r["checkpoints"]["2"]
+        snap = r["checkpoints"]["3"]
         assert snap["confirmed"] is not None and len(snap["confirmed_values"]) == 1
     trained = [json.loads(line) for line in evaluations.read_text().splitlines()]
     assert trained and all(e["status"] == "ok" and e["budget_tokens"] == 8192 for e in trained)
     # the start on the search seed is trained once, though both methods asked for it
     start = [e for e in trained if e["seed"] == by["evo"]["search_seed"] and e["purpose"] == "noise"]
     assert len(start) == 1
-    assert json.loads(out.read_text())["summary_confirmed"]["random"]["2"]["n"] == 1
+    assert json.loads(out.read_text())["summary_confirmed"]["random"]["3"]["n"] == 1
 
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
