@@ -29,8 +29,9 @@ from benchmarks.task_baseline import cpu_model  # noqa: E402
 
 RUN = """
 import json, sys
+from evo.config import EvalConfig
 from evo.evaluate_file import evaluate_file
-print(json.dumps(evaluate_file("train.py", budget_tokens=int(sys.argv[1]), seed=42, threads=2)))
+print(json.dumps(evaluate_file("train.py", EvalConfig(budget_tokens=int(sys.argv[1]), seed=42, threads=2))))
 """
 
 

@@ -98,8 +98,8 @@ def real_executor(evaluations: EvaluationFile, *, workers: int | None, budget_to
     import ray
 
     from evo.evaluate_file import ensure_dataset
-    from evo.launch import placement, start_ray
-    from evo.task import fixed_files, harness_path, load_harness
+    from evo.cluster import placement, start_ray
+    from evo.task_files import fixed_files, harness_path, load_harness
     from evo.workers import WorkerPool, bundle_task, start_workers
 
     harness = harness_path()
@@ -116,6 +116,8 @@ def real_executor(evaluations: EvaluationFile, *, workers: int | None, budget_to
 
         pool = WorkerPool(start(where["count"], "bench"), lambda i: start(1, f"bench-{i}")[0], budget_seconds=None,
                           budget_tokens=budget_tokens, time_limit=None)
+        while not pool.idle:    # the pool hands out work only once Ray has started a worker
+            pool.wait(1.0)
         yield RealExecutor(pool, evaluations, on_result)
     finally:
         ray.shutdown()

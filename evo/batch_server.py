@@ -10,11 +10,14 @@ child does can change what it counts. It answers the requests of evo.channel:
 - a seconds budget serves batches for `seconds` from the first batch, and never past the training process's
   start + STARTUP_ALLOWANCE + seconds: work before the first batch is not free beyond the allowance;
 - the budget ends when a request is refused, when a seconds budget's time is up, or when a token budget has less
-  left than the batch just served; from then on the child has WEIGHTS_ALLOWANCE to hand over its weights (a
-  plain copy of its parameters and buffers, fast) and HANDOVER_ALLOWANCE to hand over its graph (the slower
-  export), each once, as payloads written to files only the scorer reads. The scorer accepts the graph only with
-  those weights, byte for byte, so training after the budget buys at most WEIGHTS_ALLOWANCE
-  (`deadline()`);
+  left than the batch just served; from then on the child has the weights allowance to hand over its weights (a
+  plain copy of its parameters and buffers, after its last step) and HANDOVER_ALLOWANCE to hand over its graph
+  (the slower export), each once, as payloads written to files only the scorer reads. The scorer accepts the graph
+  only with those weights, byte for byte, so training after the budget buys at most the weights allowance
+  (`deadline()`). That allowance is WEIGHTS_ALLOWANCE, or STEP_ALLOWANCE times the child's median step (the time
+  between its batch requests) where that is longer: on a loaded machine an honest last step takes longer, and a
+  child can only stretch the allowance by making most of its steps slow. A pre-flight is not scored, and its one
+  step is the slow first one: it gets HANDOVER_ALLOWANCE;
 - tokens, steps and training seconds in the result are counted here.
 """
 
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,7 @@ from evo.channel import ChannelError, copy_payload, payload_size, receive_header
 
 STARTUP_ALLOWANCE = 30.0     # seconds a seconds-budget run may spend before its first batch without losing budget
 WEIGHTS_ALLOWANCE = 5.0      # seconds from the budget's end to the weights' arrival (the last step, then a copy)
+STEP_ALLOWANCE = 3.0         # ... or this many median steps, when longer
 HANDOVER_ALLOWANCE = 30.0    # seconds from the budget's end to the graph's arrival (export and upload)
 MAX_BATCH_TOKENS = 1 << 24   # one batch's B * T: a bigger request is a protocol error, not an allocation
 MAX_MODEL_BYTES = 1 << 34
@@ -59,6 +65,8 @@ class BatchServer(threading.Thread):
         self.rng = np.random.RandomState(settings.seed & 0xFFFFFFFF)
         self.started = time.monotonic() if started is None else started
         self.first_batch: float | None = None
+        self.last_batch: float | None = None
+        self.steps_seconds: deque[float] = deque(maxlen=256)   # the latest gaps between batch requests
         self.budget_end: float | None = None   # when the budget ran out (the handover clock starts)
         self.end_reason = "the budget is spent"
         self.weighed: float | None = None      # when the weights arrived
@@ -95,17 +103,25 @@ class BatchServer(threading.Thread):
         seconds = self.settings.budget_seconds
         return None if seconds is None else self.started + STARTUP_ALLOWANCE + seconds
 
+    def weights_allowance(self) -> float:
+        """Seconds from the budget's end to the weights' arrival (see the module docstring)."""
+        if self.settings.max_batches is not None:
+            return HANDOVER_ALLOWANCE
+        if not self.steps_seconds:
+            return WEIGHTS_ALLOWANCE
+        return max(WEIGHTS_ALLOWANCE, STEP_ALLOWANCE * statistics.median(self.steps_seconds))
+
     def deadline(self) -> float | None:
         """The monotonic time by which the next handover (weights, then graph) must have arrived, when known."""
         end = self.budget_over()
         if self.submitted is not None or end is None:
             return None
-        return end + (WEIGHTS_ALLOWANCE if self.weighed is None else HANDOVER_ALLOWANCE)
+        return end + (self.weights_allowance() if self.weighed is None else HANDOVER_ALLOWANCE)
 
     def late(self) -> str:
         """What did not arrive in time, for the timeout's reason."""
         if self.weighed is None:
-            return f"the weights did not arrive within {WEIGHTS_ALLOWANCE:g} s of the budget's end"
+            return f"the weights did not arrive within {self.weights_allowance():.3g} s of the budget's end"
         return f"the graph did not arrive within {HANDOVER_ALLOWANCE:g} s of the budget's end"
 
     def training_seconds(self) -> float | None:
@@ -132,6 +148,9 @@ class BatchServer(threading.Thread):
         now = time.monotonic()
         if self.first_batch is None:
             self.first_batch = now
+        if self.last_batch is not None:
+            self.steps_seconds.append(now - self.last_batch)
+        self.last_batch = now
         if self.budget_end is not None:
             return {"end": self.end_reason}, None
         if self.settings.max_batches is None and self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:

@@ -10,42 +10,69 @@ from pathlib import Path
 from evo.errors import ConfigError
 from evo.selection import SELECTIONS
 
+def flag(help: str, *, metavar: str | None = None, group: str | None = None, exclusive: str | None = None,
+         name: str | None = None, cli_default=dataclasses.MISSING, negate: bool = False) -> dict:
+    """A setting's command-line flag, kept beside the setting (the CLI builds its flags from these): help text,
+    metavar, an argument group or a mutually exclusive group, another flag name, the default the command line
+    shows when it differs from the setting's own, and for a boolean that is on by default, a --no-NAME flag."""
+    return {"flag": {"help": help, "metavar": metavar, "group": group, "exclusive": exclusive, "name": name,
+                     "cli_default": cli_default, "negate": negate}}
+
+
+def setting(default, help: str, **kwargs):
+    """A dataclass field with its flag (see flag())."""
+    if callable(default) and not isinstance(default, (int, float, str, bool)):
+        return field(default_factory=default, metadata=flag(help, **kwargs))
+    return field(default=default, metadata=flag(help, **kwargs))
+
+
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
 CONFIRMS = ("elites", "close")
 # Settings that describe where and how this invocation runs rather than what the run is.
-PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded")
+PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded", "accept_changes")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    population: int = 16
-    evaluations: int | None = None          # search evaluations (children trained); None: until --hours
-    hours: float | None = None
-    budget_seconds: float | None = None
-    budget_tokens: int | None = None
-    operators: dict = field(default_factory=lambda: {"hyper": 1.0, "merge": 1.0})
-    selection: str = "tournament"
-    tournament_size: int = 3
-    elites: int = 2
-    workers: int | None = None              # None: one per GPU, else one per 2 CPU cores (at least 1)
-    address: str | None = None
-    db: str = "evo.duckdb"
-    resume: bool = False
-    seed: int = 0
-    train: str = "train.py"
-    program: str = "program.md"
-    model: str | None = None
-    max_llm_cost: float | None = None
-    noise_seeds: int = 3                     # evaluations of the seed genome that measure the noise floor
-    confirm_seeds: int = 2                   # extra fresh-seed evaluations for each elite
-    confirm: str = "elites"                  # elites: every elite; close: only an elite that luck could have put there
-    adaptive_steps: bool = False             # hyper.mutate's step size follows its success rate (the 1/5 rule)
-    preflight: bool = True
-    time_limit: float | None = None          # wall-clock limit of one training phase; None: from the budget
-    memory_mb: float = 0                     # resident-memory limit per evaluation; 0: none
-    quiet: bool = False
-    allow_unshielded: bool = False           # search even where training cannot run behind evo.shield
+    population: int = setting(16, "population size (default 16)")
+    evaluations: int | None = setting(None, "search evaluations to run (default 32)", metavar="N",
+                                      group="stop conditions (extendable with --resume)")
+    hours: float | None = setting(None, "hours of searching", metavar="H",
+                                  group="stop conditions (extendable with --resume)")
+    budget_seconds: float | None = setting(None, "training budget per evaluation, seconds", metavar="S",
+                                           exclusive="budget")
+    budget_tokens: int | None = setting(None, "training budget per evaluation, tokens", metavar="N",
+                                        exclusive="budget")
+    operators: dict = setting(lambda: {"hyper": 1.0, "merge": 1.0},
+                              "operator mix, e.g. hyper,merge,llm or hyper=3,llm=1 (default hyper,merge,llm)",
+                              cli_default="hyper,merge,llm")
+    selection: str = setting("tournament", "tournament, best or random (default tournament)")
+    tournament_size: int = setting(3, "contestants per tournament (default 3)")
+    elites: int = setting(2, "best members always kept and confirmed (default 2)")
+    workers: int | None = setting(None, "evaluations at once (default: one per GPU, else cores / 2)")
+    address: str | None = setting(None, "join this Ray cluster (HOST:PORT) instead of starting a local one")
+    db: str = setting("evo.duckdb", "the store (default evo.duckdb)")
+    resume: bool = setting(False, "continue the latest run in --db")
+    seed: int = setting(0, "the run's random seed (default 0)")
+    train: str = setting("train.py", "the seed genome (default train.py)")
+    program: str = setting("program.md", "the research direction (default program.md)")
+    model: str | None = setting(None, "Claude model for the LLM operators")
+    max_llm_cost: float | None = setting(None, "stop making LLM calls past this spend", metavar="USD")
+    noise_seeds: int = setting(3, "seeds the seed genome is measured on (default 3)")
+    confirm_seeds: int = setting(2, "fresh seeds each elite is confirmed on (default 2)")
+    confirm: str = setting("elites", "which elites are confirmed: elites (every one) or close (one only while "
+                                     "another member is within two noise floors of it; the best is always confirmed "
+                                     "before the end) (default elites)")
+    adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
+    preflight: bool = setting(True, "skip the one-step pre-flight", negate=True)
+    time_limit: float | None = setting(None, "wall-clock limit per training (default: budget)", metavar="S")
+    memory_mb: float = setting(0, "resident memory limit per evaluation (default none)")
+    quiet: bool = setting(False, "no live view; only the final lines")
+    allow_unshielded: bool = setting(False, "search even where training cannot be shielded (children could then "
+                                            "forge their scores)")
+    accept_changes: bool = setting(False, "with --resume: go on where the run's conditions (threads, device, CPU, "
+                                          "torch, harness, data) cannot be reproduced; the store records the change")
 
     def __post_init__(self):
         if self.population < 2:
@@ -102,6 +129,47 @@ class RunConfig:
         for key in PER_INVOCATION:
             merged[key] = getattr(self, key)
         return RunConfig(**{k: v for k, v in merged.items() if k in {f.name for f in dataclasses.fields(self)}})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The settings of one `evo eval`."""
+
+    budget_seconds: float | None = setting(None, "training budget in seconds", metavar="S", exclusive="budget")
+    budget_tokens: int | None = setting(None, "training budget in tokens", metavar="N", exclusive="budget")
+    seed: int | None = setting(None, "evaluation seed (default: the harness's)")
+    time_limit: float | None = setting(None, "wall-clock limit of training (default: from budget)", metavar="S")
+    threads: int | None = setting(None, "torch threads (default: torch's own choice)", metavar="N")
+
+    def __post_init__(self):
+        if self.seed is not None and self.seed < 0:
+            raise ConfigError(f"--seed must be 0 or more; got {self.seed}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be 1 or more; got {self.threads}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ConfigError(f"--time-limit must be positive; got {self.time_limit:g}")
+        if self.budget_seconds is not None and not self.budget_seconds > 0:
+            raise ConfigError(f"--budget-seconds must be positive; got {self.budget_seconds:g}")
+        if self.budget_tokens is not None and self.budget_tokens < 1:
+            raise ConfigError(f"--budget-tokens must be positive; got {self.budget_tokens}")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The settings of one `evo replay`."""
+
+    seeds: int | None = setting(None, "fresh seeds, shared by every step (default 3)", metavar="K",
+                                exclusive="seeds")
+    same_seeds: bool = setting(False, "each individual's recorded seeds", exclusive="seeds")
+    ablate: bool = setting(False, "remove each step from ID alone and re-evaluate")
+    workers: int | None = setting(None, "evaluations at once (default: the run's)")
+    address: str | None = setting(None, "a Ray cluster to run on (HOST:PORT)")
+
+    def __post_init__(self):
+        if self.seeds is not None and self.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1; got {self.seeds}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1; got {self.workers}")
 
 
 def _normal(value):

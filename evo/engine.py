@@ -1,5 +1,5 @@
 """The executor of a search: runs what the policy (evo.population) asks for on the Ray workers, stores every
-result, and reports it back. Runs inside the Population actor (evo.driver).
+result, and reports it back. Runs inside the run actor (evo.run_actor).
 
 Each pass of its loop: finished evaluations are stored, each committed before anything else happens, and reported to
 the policy; finished proposals are stored and handed to the policy; the policy moves through its phases; new
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
+from evo.run_status import EvaluationCounts, RunStatus
 from evo.workers import Finished, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class Engine:
         state = self.policy.state()
         state["counters"]["busy_seconds"] = self.busy_seconds
         self.store.save_state(self.run_id, {**state, "program": self.program, "workers": self.pool.size,
-                                            **self.environment})
+                                            **self.environment,
+                                            "conditions": self.pool.conditions or self.environment.get("conditions")})
 
     # -- the loop ----------------------------------------------------------------------------------------------------
 
@@ -176,24 +178,16 @@ class Engine:
 
     # -- status ------------------------------------------------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self) -> RunStatus:
         with self.lock:
             p, c = self.policy, self.policy.counters
-            elapsed = max(c.active_seconds, 1e-9)
-            done = c.search_done + c.confirm_done + c.noise_done
             busy = self.busy_seconds + sum(time.time() - r.started for r in self.pool.running.values())
-            spent = self.llm.spent_usd if self.llm else 0.0
-            calls = len(self.llm.usage) if self.llm else 0
-            return {
-                "run_id": self.run_id, "status": {"finished": "finished", "interrupted": "interrupted",
-                                                  "failed": "failed"}.get(p.phase, "running"),
-                "phase": p.phase, "elapsed_s": elapsed, "best": p.best(),
-                "evaluations": {"search_done": c.search_done, "confirm_done": c.confirm_done,
-                                "noise_done": c.noise_done, "running": len(self.pool.running), "failed": c.failed,
-                                "invalid": c.invalid},
-                "target_evaluations": self.config.evaluations, "noise_floor": p.noise_floor,
-                "evals_per_hour": done / elapsed * 3600, "workers": self.pool.size,
-                "utilisation": min(1.0, busy / (elapsed * max(1, self.pool.size))),
-                "population": len(p.population), "individuals": len(p.parents),
-                "llm_cost_usd": spent, "llm_calls": calls,
-            }
+            return RunStatus.build(
+                run_id=self.run_id, phase=p.phase, active_seconds=c.active_seconds, busy_seconds=busy,
+                workers=self.pool.size, best=p.best(),
+                evaluations=EvaluationCounts(c.search_done, c.confirm_done, c.noise_done, self.pool.running_count,
+                                             c.failed, c.invalid),
+                target_evaluations=self.config.evaluations, noise_floor=p.noise_floor,
+                population=len(p.population), individuals=len(p.parents),
+                llm_cost_usd=self.llm.spent_usd if self.llm else 0.0,
+                llm_calls=len(self.llm.usage) if self.llm else 0, notes=tuple(self.pool.notes))

@@ -1,102 +1,82 @@
-"""`evo run`: settles the settings, starts or joins Ray, starts the Population actor and shows the run live.
+"""Starting a run: settles its settings, checks what it needs, and starts the run actor on Ray.
 
-The Population actor holds the store and its lock file (`<db>.lock`, see evo.store.lock) for the whole run, and
-writes into it where it can be reached (Ray's address, namespace and its own name): that is how `evo status` and
-`evo sql` reach a live run. API keys are read here, kept in memory for the driver, and removed from
-the environment before Ray starts, so no worker or training process inherits them.
+    launch = settle(config, given, notify)      # refusals are ConfigError/StoreError/TaskError, one line each
+    with start(launch) as run:                  # Ray started or joined, the run actor holding the store
+        run.status(); run.done(timeout); run.stop()
+
+The run actor holds the store and its lock file (`<db>.lock`, see evo.store.lock) for the whole run, and writes
+into it where it can be reached (Ray's address, namespace and its own name): that is how `evo status` and `evo sql`
+reach a live run. API keys are read here, kept in memory for the driver, and removed from the environment before
+Ray starts, so no worker or training process inherits them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import re
 import socket
-import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from evo import shield
 from evo.config import RunConfig, read_text_file
-from evo.errors import ConfigError, EvoError, StoreError
-from evo.live import LiveView
+from evo.errors import ConfigError, StoreError
+from evo.run_status import RunStatus
 from evo.sandbox import is_secret
 
-log = logging.getLogger(__name__)
+
+@dataclass
+class Launch:
+    """What a run starts from, once every check has passed."""
+
+    config: RunConfig
+    bundle: object                      # evo.workers.TaskBundle
+    cache_root: str
+    seed_source: str
+    program: str
+    llm_settings: object | None
+    resume_run_id: str | None
+    stored_state: dict | None = None    # the resumed run's saved state (its workers, threads and conditions)
 
 
-def _check_reachable(address: str) -> None:
-    """One line, quickly, instead of Ray's long retries when --address points nowhere."""
-    if address in ("auto", "local"):
-        return
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
-    if not match:
-        raise ConfigError(f"--address must be HOST:PORT (a Ray head's GCS address); got {address!r}")
-    host, port = match.group(1), int(match.group(2))
-    try:
-        with socket.create_connection((host, port), timeout=5):
-            pass
-    except OSError as e:
-        raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
-
-
-def start_ray(address: str | None) -> None:
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from evo.driver import NAMESPACE
-
-    if address:
-        _check_reachable(address)
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-
-
-def placement(workers: int | None) -> dict:
-    """How many workers (workers, or by default one per GPU, else one per 2 CPUs), and what each holds: one GPU
-    each when the cluster has GPUs, else an equal share of the CPUs, with torch threads to match."""
-    import ray
-
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = float(resources.get("CPU", 1))
-    if gpus:
-        count = workers or gpus
-        return {"count": count, "use_gpus": True, "cpus_per_worker": 0, "threads": None}
-    count = workers or max(1, int(cpus // 2))
-    per = cpus / count
-    return {"count": count, "use_gpus": False, "cpus_per_worker": per, "threads": max(1, int(per))}
+# Ray's own credentials for joining a cluster that requires a token: the driver needs them to connect, and the
+# sandbox still keeps them (like every secret) out of training and scoring processes.
+RAY_CREDENTIALS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 def _scrub_secrets() -> None:
-    for key in [k for k in os.environ if is_secret(k)]:
+    for key in [k for k in os.environ if is_secret(k) and k not in RAY_CREDENTIALS]:
         del os.environ[key]
 
 
-def run(config: RunConfig, given: set[str]) -> int:
-    """The whole of `evo run`; returns the exit status."""
+def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) -> Launch:
+    """The run's settings (the stored ones on --resume), its seed, program, data and LLM settings, checked.
+    notify gets the notes worth a line (no API key, data being prepared)."""
     from evo.evaluate_file import ensure_dataset
     from evo.store import describe_lock, lock_is_live, open_reader, read_lock
-    from evo.task import fixed_files, harness_path, load_harness, read_genome_file
+    from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
     from evo.workers import bundle_task
     from genome import validate
     from operators.llm_client import UNAVAILABLE, settings_from_env
     from operators.registry import REGISTRY
 
-    resume_run_id = None
+    resume_run_id = stored_state = None
     if config.resume:
         if not Path(config.db).exists():
             raise ConfigError(f"--resume: no database at {config.db}")
-        with open_reader(config.db) as reader:
+        with _open_when_released(config.db, notify) as reader:
             stored = reader.latest_run()
             if stored is None:
                 raise ConfigError(f"--resume: {config.db} has no run to resume")
             if stored.state is None:
                 raise ConfigError(f"--resume: run {stored.run_id} in {config.db} never got past its start")
             config = config.with_stored(stored.config, given)
+            if "workers" not in given and stored.state.get("workers"):
+                config = dataclasses.replace(config, workers=stored.state["workers"])  # the run's own count
+            stored_state = stored.state
             seed = reader.individuals(stored.run_id, with_source=True)[0]
             seed_source, program = seed.source, stored.state.get("program", "")
             resume_run_id = stored.run_id
@@ -118,50 +98,182 @@ def run(config: RunConfig, given: set[str]) -> int:
         if settings.available:
             llm_settings = settings
         else:
-            print(f"evo run: {UNAVAILABLE}", file=sys.stderr)
+            notify(UNAVAILABLE)
     _scrub_secrets()
 
     harness = harness_path()
     if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
         config = dataclasses.replace(config, budget_seconds=float(load_harness(harness).DEFAULT_BUDGET_SECONDS))
-    dataset, _ = ensure_dataset(harness, notify=lambda m: print(m, file=sys.stderr))
+    dataset, _ = ensure_dataset(harness, notify=notify)
     bundle = bundle_task([harness, *fixed_files(harness)], dataset)
 
     holder = read_lock(config.db)
     if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
-    return _run_live(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id)
+    return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state)
 
 
-def _run_live(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id) -> int:
+RELEASE_WAIT = 20.0   # seconds a resume waits for a driver that is still letting go of the store
+
+
+def _open_when_released(db: str, notify: Callable[[str], None]):
+    """A reader of db; while the driver of the run being resumed is still letting go of the file (a killed `evo
+    run` whose run actor is shutting down), waits up to RELEASE_WAIT for it, saying so once."""
+    from evo.store import open_reader, read_lock
+
+    deadline = time.monotonic() + RELEASE_WAIT
+    said = False
+    while True:
+        try:
+            return open_reader(db)
+        except StoreError as e:
+            holder = read_lock(db) or {}
+            driver = holder.get("driver_pid") if holder.get("hostname") == socket.gethostname() else None
+            if "in use" not in str(e) or time.monotonic() > deadline or driver is None or _alive(driver):
+                raise
+            if not said:
+                notify(f"waiting up to {RELEASE_WAIT:g} s for the previous driver to let go of {Path(db).name}")
+                said = True
+            time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class LiveRun:
+    """A started run: its actor, its id, where its workers are, and the calls `evo run` watches it with."""
+
+    def __init__(self, actor, run_id: str, where: dict, resumed: bool, notes: list[str] = ()):
+        self.actor, self.run_id, self.where, self.resumed = actor, run_id, where, resumed
+        self.notes = list(notes)            # what the user should hear before the run's own notes
+        self._done = actor.run.remote()
+
+    def describe(self) -> str:
+        each = "one GPU each" if self.where["use_gpus"] else f"{self.where['threads']} thread(s) each"
+        return f"{self.where['count']} worker(s) ({each})"
+
+    def status(self) -> RunStatus:
+        import ray
+
+        return ray.get(self.actor.status.remote(), timeout=30)
+
+    def done(self, timeout: float) -> RunStatus | None:
+        """The final status once the run has ended (None while it goes on, after waiting up to timeout)."""
+        import ray
+
+        ready, _ = ray.wait([self._done], timeout=timeout)
+        if not ready:
+            return None
+        try:
+            return ray.get(self._done)
+        except ray.exceptions.RayActorError as e:
+            return _died(self.run_id, f"the run actor died: {str(e).splitlines()[0]}")
+
+    def stop(self) -> None:
+        """Asks the run to stop: in-flight evaluations are stored as interrupted, and done() then returns."""
+        self.actor.stop.remote()
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.get(self.actor.close.remote(), timeout=30)
+        except Exception:  # the actor may be gone
+            pass
+
+
+def _died(run_id: str, error: str) -> RunStatus:
+    from evo.run_status import EvaluationCounts
+
+    return RunStatus.build(run_id=run_id, phase="failed", active_seconds=0.0, busy_seconds=0.0, workers=0,
+                           best=None, evaluations=EvaluationCounts(), target_evaluations=None, noise_floor=None,
+                           population=0, individuals=0, llm_cost_usd=0.0, llm_calls=0).failed(error)
+
+
+@contextmanager
+def start(launch: Launch) -> Iterator[LiveRun]:
+    """Starts (or joins) Ray and the run actor; shuts Ray down on the way out."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from evo.driver import NAMESPACE, Population
+    from evo.cluster import placement, start_ray
+    from evo.run_actor import RunActor
 
+    config = launch.config
     start_ray(config.address)
     try:
-        where = {**placement(config.workers), "dataset": bundle.dataset_key}
-        name = f"evo-population-{os.getpid()}-{int(time.time())}"
+        stored = launch.stored_state or {}
+        where = placement(config.workers, threads=stored.get("threads") if launch.resume_run_id else None)
+        if where["fits"] == 0 and launch.resume_run_id and not where["use_gpus"]:
+            if not config.accept_changes:
+                raise ConfigError(f"--resume cannot reproduce the run's conditions (threads {where['threads']}: the "
+                                  f"largest node has {where['largest']}): pass --accept-changes to go on with fewer "
+                                  f"threads (the store records the change)")
+            where = placement(config.workers)
+        notes = _check_placement(where)
+        where["dataset"] = launch.bundle.dataset_key
+        environment = {"changes": list(stored.get("changes", []))}
+        if stored.get("conditions"):
+            changed = _changed_conditions(stored["conditions"], where, launch.bundle)
+            if changed and not config.accept_changes:
+                raise ConfigError(f"--resume cannot reproduce the run's conditions ({'; '.join(changed)}): scores "
+                                  f"from here on would not be paired with those before; pass --accept-changes to "
+                                  f"go on anyway (the store records the change)")
+            if changed:
+                environment["changes"].append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                               "changed": changed})
+                notes.append(f"resuming with changed conditions ({'; '.join(changed)}), as --accept-changes asks")
+        name = f"evo-run-{os.getpid()}-{int(time.time())}"
         node = ray.get_runtime_context().get_node_id()
-        actor = Population.options(
+        actor = RunActor.options(
             name=name, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(
-            config, seed_source=seed_source, program=program, bundle_ref=ray.put(bundle), cache_root=cache_root,
-            placement=where, llm_settings=llm_settings, resume_run_id=resume_run_id)
+            config, seed_source=launch.seed_source, program=launch.program, bundle_ref=ray.put(launch.bundle),
+            cache_root=launch.cache_root, placement=where, llm_settings=launch.llm_settings,
+            resume_run_id=launch.resume_run_id, environment=environment, driver_pid=os.getpid())
         try:
             run_id = ray.get(actor.run_id_.remote())
         except ray.exceptions.RayActorError as e:
             raise StoreError(_actor_error(e)) from None
-        what = "resumed" if resume_run_id else "started"
-        each = "one GPU each" if where["use_gpus"] else f"{where['threads']} thread(s) each"
-        print(f"run {run_id} {what}: {where['count']} worker(s) ({each}), db {config.db}", flush=True)
-        if (why := shield.unavailable()) is not None:
-            print(f"note: training runs without the shield on this machine ({why}): --allow-unshielded", flush=True)
-        final = _watch(actor, config)
+        yield LiveRun(actor, run_id, where, resumed=launch.resume_run_id is not None, notes=notes)
     finally:
         ray.shutdown()
-    return _report(final, config)
+
+
+def _check_placement(where: dict) -> list[str]:
+    """Leaves out the workers no node can hold, with a line saying so; ConfigError when none fits."""
+    asks = "1 GPU" if where["use_gpus"] else f"{where['cpus_per_worker']:g} CPU"
+    if where["fits"] == 0:
+        raise ConfigError(f"no worker fits on this cluster: each asks for {asks} and the largest node has "
+                          f"{where['largest']}; give --workers a larger count or add nodes")
+    if where["fits"] < where["count"]:
+        note = (f"{where['count'] - where['fits']} of {where['count']} workers cannot be placed: each asks for "
+                f"{asks} and the nodes hold {where['fits']} (the largest has {where['largest']}); going on with "
+                f"{where['fits']}")
+        where["count"] = where["fits"]
+        return [note]
+    return []
+
+
+def _changed_conditions(before: dict, where: dict, bundle) -> list[str]:
+    """What a resume here would change in the stored run's conditions (threads, device, CPU, GPU, torch, harness,
+    data), as seen from this machine (the driver's node)."""
+    from evo import conditions
+
+    now = {**conditions.machine(where["threads"], "0" if where["use_gpus"] else None),
+           **conditions.task(bundle.harness_files, bundle.dataset_key)}
+    keys = ("threads", "device", "cpu", "torch", "harness", "dataset") + (("gpu",) if where["use_gpus"] else ())
+    return conditions.changes(before, now, keys)
 
 
 def _actor_error(e: Exception) -> str:
@@ -169,56 +281,4 @@ def _actor_error(e: Exception) -> str:
     for line in text.splitlines():
         if "StoreError" in line or "ConfigError" in line or "EvoError" in line:
             return line.split(":", 1)[-1].strip()
-    return text.splitlines()[-1] if text else "the population actor failed to start"
-
-
-def _watch(actor, config: RunConfig) -> dict:
-    import ray
-
-    done_ref = actor.run.remote()
-    stopping = False
-    with LiveView(quiet=config.quiet) as view:
-        while True:
-            try:
-                ready, _ = ray.wait([done_ref], timeout=1.0)
-                if ready:
-                    try:
-                        final = ray.get(done_ref)
-                    except ray.exceptions.RayActorError as e:
-                        final = {"status": "failed", "error": f"the population actor died: {str(e).splitlines()[0]}"}
-                    break
-                view.update(ray.get(actor.status.remote(), timeout=30))
-            except KeyboardInterrupt:
-                if stopping:
-                    raise
-                stopping = True
-                print("\nstopping: recording in-flight evaluations as interrupted (Ctrl-C again to abandon)",
-                      file=sys.stderr, flush=True)
-                actor.stop.remote()
-        if "best" in final:
-            view.update(final)
-    try:
-        ray.get(actor.close.remote(), timeout=30)
-    except Exception:  # the actor may be gone
-        pass
-    return final
-
-
-def _report(final: dict, config: RunConfig) -> int:
-    if final.get("error"):
-        print(f"evo run: error: {final['error']}", file=sys.stderr)
-        return 1
-    ev = final.get("evaluations", {})
-    print(f"run {final.get('run_id')} {final.get('status')}: {ev.get('search_done', 0)} search, "
-          f"{ev.get('confirm_done', 0)} confirm, {ev.get('noise_done', 0)} noise evaluations; "
-          f"{ev.get('failed', 0)} failed")
-    best = final.get("best")
-    if best:
-        spread = f" ± {best['std_bpb']:.4f}" if best.get("std_bpb") is not None else ""
-        print(f"best: {best['id']}  val_bpb {best['mean_bpb']:.4f}{spread} over {best['n']} evaluations "
-              f"({best['n_confirm']} confirm)")
-        print(f"lineage: evo lineage {best['id']} --db {config.db}")
-    if final.get("status") == "interrupted":
-        print(f"resume with: evo run --resume --db {config.db}")
-        return 130
-    return 0
+    return text.splitlines()[-1] if text else "the run actor failed to start"

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from evo.errors import StoreError
+from evo.scoring import SCORED_PURPOSES
 from evo.store.reader import StoreReader
 
-SCORED = ("search", "confirm", "noise")  # the purposes the fitness view averages
 MARKERS = {"search": ("o", "#7f9cbf", 22), "confirm": ("s", "#2a9d3f", 40), "noise": ("D", "#e08a1e", 34),
            "replay": ("P", "#8e5bb5", 40)}
 PATH = "crimson"
@@ -75,7 +75,7 @@ def _winner_path(individuals: dict, ranked: list) -> list[str]:
 
 
 def _scored(e) -> bool:
-    return e.status == "ok" and e.val_bpb is not None and e.purpose in SCORED
+    return e.status == "ok" and e.val_bpb is not None and e.purpose in SCORED_PURPOSES
 
 
 def _running_best(evaluations: list) -> tuple[list, list, list]:

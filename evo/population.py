@@ -36,10 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from evo.config import RunConfig
-from evo.errors import EvoError, OperatorUnavailable
-from evo.selection import Member, elites, score, select_parents, survivors
+from evo.errors import EvoError
+from evo.scoring import SCORED_PURPOSES, score
+from evo.selection import Member, elites, select_parents, survivors
 from genome import Genome, content_hash, lowest_common_ancestor, validate
-from operators.context import Attempt, Lineage, LLMContext, Step
+from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
+from operators.errors import OperatorUnavailable
 from operators.registry import REGISTRY
 from operators.variation import Variation
 
@@ -52,7 +54,6 @@ CLOSE = 2.0          # confirm="close": an elite is confirmed while another memb
 STEP_UP = 1.5
 STEP_RANGE = (0.25, 8.0)
 RECENT_ATTEMPTS = 12
-SCORED = ("search", "confirm", "noise")   # the purposes whose results count towards fitness
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class Task:
 @dataclass(frozen=True, eq=False)
 class Proposal:
     """A child to make: the operator, its parents, the generator it draws from, and what the operator is told
-    besides the sources (the parents' common ancestor for two parents, the LLM context for an LLM operator)."""
+    besides the sources, each only when the operator declared it a need (the parents' common ancestor, the LLM
+    context)."""
 
     operator: str
     parents: tuple[Genome, ...]
@@ -84,6 +86,10 @@ class Proposal:
     @property
     def needs_llm(self) -> bool:
         return REGISTRY.get(self.operator).needs_llm
+
+    def given(self, client=None) -> OperatorContext:
+        """What the operator may take besides its parents, with client (the LLM client) added."""
+        return OperatorContext(client=client, context=self.context or LLMContext(), ancestor=self.ancestor)
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ class SearchPolicy:
                 if ind.status != "duplicate":
                     self.sources.setdefault(content_hash(ind.source), ind.id)
         for ev in history.evaluations:
-            if ev.status == "ok" and ev.purpose in SCORED:
+            if ev.status == "ok" and ev.purpose in SCORED_PURPOSES:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
         self.population = list(history.population)
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
@@ -382,16 +388,12 @@ class SearchPolicy:
         members = self._members(self.population)
         chosen = select_parents(members, spec.arity, self.rng, self.config.selection, self.config.tournament_size)
         parents = [self.genomes[m.id] for m in chosen]
-        if spec.arity == 2 and len({p.id for p in parents}) < 2:
-            parents = [parents[0]]
-            spec = REGISTRY.get("hyper.mutate") if "hyper.mutate" in self.weights else spec
-            if spec.arity == 2:
+        if len({p.id for p in parents}) < spec.arity:  # one individual twice: the operator's one-parent fallback
+            if spec.fallback not in self.weights:
                 return None
-        ancestor = None
-        if spec.arity == 2:
-            lca = lowest_common_ancestor(parents[0].id, parents[1].id, self.parents)
-            ancestor = self.genomes.get(lca) if lca else None
-        context = self._llm_context(parents) if spec.needs_llm else None
+            spec, parents = REGISTRY.get(spec.fallback), parents[:1]
+        ancestor = self._ancestor(parents) if "ancestor" in spec.needs else None
+        context = self._llm_context(parents) if "context" in spec.needs else None
         settings = {}
         if self.config.adaptive_steps and spec.name == "hyper.mutate":
             base = spec.settings.get("sigma", inspect.signature(spec.function).parameters["sigma"].default)
@@ -437,6 +439,10 @@ class SearchPolicy:
             return (f"the operators produced {MAX_INVALID_IN_A_ROW} unusable children in a row (last: "
                     f"{variation.operator}: {reason}); check --operators")
         return None
+
+    def _ancestor(self, parents: list[Genome]) -> Genome | None:
+        lca = lowest_common_ancestor(parents[0].id, parents[1].id, self.parents)
+        return self.genomes.get(lca) if lca else None
 
     def _llm_context(self, parents: list[Genome]) -> LLMContext:
         lineages = [self._lineage(p.id) for p in parents]
@@ -487,17 +493,10 @@ class SearchPolicy:
 def vary(proposal: Proposal, client=None) -> tuple[Variation, bool]:
     """Runs a proposal's operator (client: the LLM client, for an LLM operator); whatever goes wrong becomes an
     invalid variation, never an exception. Returns (variation, whether the operator's family became unavailable:
-    spend cap, refused key)."""
+    spend cap, refused key, no client)."""
     spec = REGISTRY.get(proposal.operator)
-    settings: dict[str, Any] = {}
-    if spec.arity == 2:
-        settings["ancestor"] = proposal.ancestor
-    if spec.needs_llm:
-        settings["client"] = client
-        settings["context"] = proposal.context
-    settings.update(proposal.settings)
     try:
-        return spec(list(proposal.parents), proposal.rng, **settings), False
+        return spec(list(proposal.parents), proposal.rng, proposal.given(client), **proposal.settings), False
     except OperatorUnavailable as e:
         return Variation.invalid(spec.name, str(e)), True
     except Exception as e:  # an operator bug must not end the run: record it against the child

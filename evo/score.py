@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from evo.graph_archive import ArchiveRefused, check_weights, read_archive, read_weights
-from evo.task import load_harness
+from evo.task_files import load_harness
 
 
 def score(spec: dict) -> dict:
@@ -47,7 +47,7 @@ def score(spec: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -I -m evo.score SPEC RESULT_FD", file=sys.stderr)
+        sys.stderr.write("usage: python -I -m evo.score SPEC RESULT_FD\n")
         return 2
     result = score(json.loads(Path(argv[0]).read_text()))
     with os.fdopen(int(argv[1]), "w") as out:

@@ -1,30 +1,18 @@
 """Selection on noisy fitness: who becomes a parent, who stays in the population.
 
-A member's fitness is its noise-aware score (lower is better):
-
-    score = mean_bpb + K * max(std_bpb, noise_floor) / sqrt(n)
-
-so a child measured once carries the run's whole seed noise as a penalty, and cannot outrank a confirmed member on
-a lucky draw; the penalty shrinks as confirm evaluations on fresh seeds come in. Parents are picked with DEAP's
+A member's fitness is its noise-aware score (evo.scoring; lower is better): a child measured once carries the run's
+whole seed noise as a penalty, and cannot outrank a confirmed member on a lucky draw. Parents are picked with DEAP's
 selectors, on fitness objects whose single weight is -1 (DEAP maximises weighted values, so -1 minimises).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
 from deap import base, tools
 
-SCORE_K = 1.0
 SELECTIONS = ("tournament", "best", "random")
-
-
-def score(mean_bpb: float, std_bpb: float | None, n: int, noise_floor: float | None, k: float = SCORE_K) -> float:
-    """The noise-aware score of a member with n ok evaluations (n >= 1)."""
-    spread = max(std_bpb or 0.0, noise_floor or 0.0)
-    return mean_bpb + k * spread / math.sqrt(max(n, 1))
 
 
 class _Fitness(base.Fitness):

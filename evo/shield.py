@@ -360,7 +360,7 @@ try:
 except OSError as e:
     if "unreachable" not in str(e).lower() and "refused" not in str(e).lower():
         problems.append(f"unexpected network error {e}")
-print("; ".join(problems))
+sys.stdout.write("; ".join(problems))
 sys.exit(3 if problems else 0)
 """
 
@@ -438,15 +438,15 @@ def hidden_paths(dataset: Path) -> list[Path]:
 def main(argv: list[str]) -> int:
     if argv == ["--probe"]:
         why = unavailable()
-        print("the shield works here" if why is None else f"no shield here: {why}")
+        sys.stdout.write(("the shield works here" if why is None else f"no shield here: {why}") + "\n")
         return 0 if why is None else 1
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m evo.shield SPEC_JSON -- COMMAND...", file=sys.stderr)
+        sys.stderr.write("usage: python -m evo.shield SPEC_JSON -- COMMAND...\n")
         return 2
     try:
         return shielded_exec(Spec.from_json(argv[0]), argv[2:])
     except (OSError, ValueError, TypeError, KeyError) as e:
-        print(f"evo.shield: {e}", file=sys.stderr)
+        sys.stderr.write(f"evo.shield: {e}\n")
         return 125
 
 

@@ -40,7 +40,7 @@ def resident_mb(pids: list[int]) -> float:
 def main(argv: list[str]) -> int:
     marker, memory_mb, sep, *cmd = argv
     if sep != "--" or not cmd:
-        print("usage: python -m evo.supervise MARKER MEMORY_MB -- COMMAND...", file=sys.stderr)
+        sys.stderr.write("usage: python -m evo.supervise MARKER MEMORY_MB -- COMMAND...\n")
         return 2
     limit = float(memory_mb)
     die_with_parent(signal.SIGTERM)
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
             used = resident_mb(marked_pids(marker))
             if used > limit:
                 kill_tree(child.pid, marker)
-                print(f"evo: memory limit exceeded: {used:.0f} MiB resident > {limit:.0f} MiB", file=sys.stderr)
+                sys.stderr.write(f"evo: memory limit exceeded: {used:.0f} MiB resident > {limit:.0f} MiB\n")
                 return MEMORY_EXIT
     return 128 - code if code < 0 else code
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import ray
 
-from evo import sandbox
+from evo import conditions, sandbox
+from evo.errors import EvoError
 from evo.sandbox import Budget, EvalRequest
 
 
@@ -99,10 +100,12 @@ class Worker:
         self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
         self.node = socket.gethostname()
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.conditions = {**conditions.machine(threads, self.env.get("CUDA_VISIBLE_DEVICES")),
+                           **conditions.task(bundle.harness_files, bundle.dataset_key)}
 
     def describe(self) -> dict:
         return {"name": self.name, "node": self.node, "node_id": self.node_id, "pid": os.getpid(),
-                "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES")}
+                "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES"), "conditions": self.conditions}
 
     def evaluate(self, source: str, seed: int, budget_seconds: float | None, budget_tokens: int | None,
                  time_limit: float | None = None, preflight: bool = False) -> dict:
@@ -117,7 +120,7 @@ class Worker:
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)
         result.update(worker=f"{self.name}@{self.node_id[:8]}", node=self.node, started_at=started,
-                      finished_at=time.time(),
+                      finished_at=time.time(), conditions=self.conditions,
                       cuda_visible_devices=self.env.get("CUDA_VISIBLE_DEVICES"))
         return result
 
@@ -156,29 +159,82 @@ class WorkerPool:
     """Runs evaluations on worker actors, one at a time on each: submit() hands a task to a free worker, collect()
     returns what finished. The tasks are the caller's own objects, handed back with their results.
 
-    A worker that died is replaced (make_worker(index)) and its evaluation comes back as a crash with the reason;
-    interrupt() kills the busy workers and returns their evaluations as interrupted."""
+    A worker gets tasks only once Ray has placed and started it; one still waiting for a node after
+    PLACEMENT_WAIT seconds is reported in one line (notes) and left out, and a pool none of whose workers could be
+    placed raises EvoError. A worker that died is replaced (make_worker(index)) and its evaluation comes back as a
+    crash with the reason; interrupt() kills the busy workers and returns their evaluations as interrupted."""
+
+    PLACEMENT_WAIT = 60.0
 
     def __init__(self, workers: list, make_worker: Callable[[int], Any], *, budget_seconds: float | None,
-                 budget_tokens: int | None, time_limit: float | None):
+                 budget_tokens: int | None, time_limit: float | None, asks: str = "its share"):
         self.workers = list(workers)
         self.make_worker = make_worker
         self.budget_seconds, self.budget_tokens, self.time_limit = budget_seconds, budget_tokens, time_limit
+        self.asks = asks                       # what one worker asks of a node, for the report
         self.free = set(range(len(self.workers)))
         self.running: dict[Any, _Running] = {}
+        self.ready: set[int] = set()
+        self.notes: list[str] = []             # what the user should hear about the workers, one line each
+        self.conditions: dict | None = None    # the first started worker's (evo.conditions)
+        self._machines: set[tuple] = set()
+        self._pending = {w: (self.workers[w].describe.remote(), time.time()) for w in range(len(self.workers))}
+        self._reported: set[int] = set()
 
     @property
     def size(self) -> int:
         return len(self.workers)
 
+    def _poll(self) -> None:
+        """Marks the workers Ray has started; reports those it could not place in time."""
+        if not self._pending:
+            return
+        refs = {ref: w for w, (ref, _) in self._pending.items()}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in done:
+            w = refs[ref]
+            del self._pending[w]
+            try:
+                conditions = ray.get(ref).get("conditions") or {}
+                self.ready.add(w)
+                self.conditions = self.conditions or conditions
+                self._note_speed(conditions)
+            except ray.exceptions.RayError as e:
+                self.notes.append(f"worker-{w} failed to start ({str(e).strip().splitlines()[0][:200]}); "
+                                  f"going on with the others")
+        now = time.time()
+        for w, (_, since) in self._pending.items():
+            if w not in self._reported and now - since > self.PLACEMENT_WAIT:
+                self._reported.add(w)
+                self.notes.append(f"worker-{w} was not placed within {self.PLACEMENT_WAIT:g} s: it asks for "
+                                  f"{self.asks}, more than any node has free; going on without it")
+        if not self.ready and not self.running and all(w in self._reported for w in self._pending):
+            raise EvoError(f"no worker could be placed: each asks for {self.asks}, more than any node of the "
+                           f"cluster has free; give --workers a larger count (smaller shares) or add nodes")
+
+    def _note_speed(self, conditions: dict) -> None:
+        machine = (conditions.get("cpu"), conditions.get("gpu"))
+        if machine not in self._machines and self._machines and self.budget_seconds is not None:
+            self.notes.append("the workers run on different machines "
+                              f"({'; '.join(f'{c}' + (f' + {g}' if g else '') for c, g in sorted(self._machines | {machine}, key=str))}): "
+                              "with a seconds budget the faster ones train their children further "
+                              "(a token budget does not favour them)")
+        self._machines.add(machine)
+
     @property
     def idle(self) -> bool:
-        """Whether a worker is free for the next task."""
-        return bool(self.free)
+        """Whether a started worker is free for the next task."""
+        self._poll()
+        return bool(self.free & self.ready)
+
+    @property
+    def running_count(self) -> int:
+        """Evaluations a worker has now."""
+        return len(self.running)
 
     def submit(self, task: Any, source: str, seed: int, preflight: bool = False) -> None:
         """Starts one evaluation of source on seed on a free worker (a pre-flight first when asked)."""
-        w = min(self.free)
+        w = min(self.free & self.ready)
         self.free.discard(w)
         ref = self.workers[w].evaluate.remote(source, seed, self.budget_seconds, self.budget_tokens, self.time_limit,
                                               preflight=preflight)
@@ -189,8 +245,8 @@ class WorkerPool:
         refs = list(self.running)
         if refs:
             ray.wait(refs, num_returns=1, timeout=timeout)
-        elif timeout:
-            time.sleep(timeout / 5)
+        else:  # nothing to wait for yet (workers starting): do not spin
+            time.sleep(0.05 if timeout is None else timeout / 5)
 
     def collect(self, timeout: float | None = 0) -> list[Finished]:
         """The evaluations that finished (waiting up to timeout for all of them); their workers are free again."""
@@ -205,6 +261,8 @@ class WorkerPool:
             except ray.exceptions.RayActorError as e:
                 result = self._no_result(job, "crash", f"worker died during the evaluation: {str(e).splitlines()[0]}")
                 self.workers[job.worker] = self.make_worker(job.worker)
+                self.ready.discard(job.worker)
+                self._pending[job.worker] = (self.workers[job.worker].describe.remote(), time.time())
             except ray.exceptions.RayError as e:
                 result = self._no_result(job, "crash", f"evaluation failed in Ray: {str(e).splitlines()[0]}")
             self.free.add(job.worker)

@@ -1,10 +1,20 @@
-"""What the engine tells the LLM operators besides the parents' sources: program.md, how each parent came to be,
-and what the population has tried lately. Plain records; the engine fills them from the store."""
+"""What an operator is told besides its parents and its generator.
+
+OperatorContext is the one object a caller hands the registry: the LLM client, the LLM context and the parents'
+common ancestor. Each operator declares at registration which of them it needs, and is given only those.
+LLMContext and its records say what the LLM operators are told besides the parents' sources: program.md, how each
+parent came to be, and what the population has tried lately. Plain records; the engine fills them from the store."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from genome import Genome
+
+if TYPE_CHECKING:
+    from operators.llm_client import LLMClient
 
 
 def _check_bpb(name: str, value: float | None) -> None:
@@ -77,3 +87,22 @@ class LLMContext:
             raise TypeError("program must be the text of program.md")
         object.__setattr__(self, "recent", tuple(self.recent))
         _check_bpb("noise_bpb", self.noise_bpb)
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """Everything a caller can give an operator besides its parents and its random.Random; the operator's spec
+    hands it only the fields it declared as needs, under their own names.
+
+    client: the LLM client (None: no LLM here); context: what the LLM operators are told; ancestor: the parents'
+    lowest common ancestor, for a two-parent operator (None when they share none)."""
+
+    client: LLMClient | None = None
+    context: LLMContext = LLMContext()
+    ancestor: Genome | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.context, LLMContext):
+            raise TypeError(f"an operator's context is an LLMContext; got {type(self.context).__name__}")
+        if self.ancestor is not None and not isinstance(self.ancestor, Genome):
+            raise TypeError(f"an operator's ancestor is a Genome or None; got {type(self.ancestor).__name__}")

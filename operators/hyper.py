@@ -121,11 +121,9 @@ def _combined(a: Rules, b: Rules, values_a: dict, values_b: dict) -> Rules:
     return Rules({**b.domains, **a.domains}, tuple(both))
 
 
-def crossover(a: Genome, b: Genome, rng: random.Random, *, ancestor: Genome | None = None, rate: float = 0.5,
-              tries: int = 20) -> Variation:
+def crossover(a: Genome, b: Genome, rng: random.Random, *, rate: float = 0.5, tries: int = 20) -> Variation:
     """Uniform crossover: a's source, with each hyperparameter on which the parents differ taken from b with
-    probability rate, keeping the constraints inferred from either parent that both keep. Other code is a's.
-    The ancestor is not needed."""
+    probability rate, keeping the constraints inferred from either parent that both keep. Other code is a's."""
     if not 0 < rate < 1 or tries < 1:
         raise ValueError(f"{CROSSOVER} needs 0 < rate < 1 and tries >= 1")
     view_a, view_b = hyperparameters(a.source), hyperparameters(b.source)

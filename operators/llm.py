@@ -14,11 +14,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from evo.errors import OperatorUnavailable
 from genome import Genome, diff_stats, unified_diff
 from genome.syntax import parse
 from operators.context import LLMContext
 from operators.edits import apply_edits, closest_lines, parse_answer
+from operators.errors import OperatorUnavailable
 from operators.llm_client import LLMClient, Reply
 from operators.prompts import crossover_prompt, mutation_prompt, repair_messages
 from operators.variation import Variation, one_line

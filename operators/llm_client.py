@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from evo.errors import ConfigError, OperatorUnavailable
+from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.usage import LLMUsage, estimate_cost
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,19 @@ class LLMSettings:
 
     def __post_init__(self):
         if not self.model or not isinstance(self.model, str):
-            raise ConfigError(f"--model must name a Claude model (e.g. {DEFAULT_MODEL}); got {self.model!r}")
+            raise OperatorConfigError(f"--model must name a Claude model (e.g. {DEFAULT_MODEL}); got {self.model!r}")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"ANTHROPIC_BASE_URL must be an http(s) URL; got {self.base_url!r}")
+            raise OperatorConfigError(f"ANTHROPIC_BASE_URL must be an http(s) URL; got {self.base_url!r}")
         if not self.timeout_s > 0:
-            raise ConfigError(f"the LLM timeout must be > 0 seconds; got {self.timeout_s}")
+            raise OperatorConfigError(f"the LLM timeout must be > 0 seconds; got {self.timeout_s}")
         if self.max_retries < 0:
-            raise ConfigError(f"the LLM retry count must be >= 0; got {self.max_retries}")
+            raise OperatorConfigError(f"the LLM retry count must be >= 0; got {self.max_retries}")
         if self.max_concurrent < 1:
-            raise ConfigError(f"the LLM concurrency cap must be >= 1; got {self.max_concurrent}")
+            raise OperatorConfigError(f"the LLM concurrency cap must be >= 1; got {self.max_concurrent}")
         if self.max_cost_usd is not None and not self.max_cost_usd >= 0:
-            raise ConfigError(f"--max-llm-cost must be >= 0 USD; got {self.max_cost_usd}")
+            raise OperatorConfigError(f"--max-llm-cost must be >= 0 USD; got {self.max_cost_usd}")
         if self.max_tokens < 256:
-            raise ConfigError(f"the LLM max_tokens must be >= 256; got {self.max_tokens}")
+            raise OperatorConfigError(f"the LLM max_tokens must be >= 256; got {self.max_tokens}")
 
     @property
     def available(self) -> bool:

@@ -1,11 +1,19 @@
 """The operator registry, after DEAP's toolbox: plain module-level functions registered under stable names, with
-their arity and settings bound at registration, so they pickle and their names can be stored.
+their arity, their needs, their fallback and their settings bound at registration, so they pickle and their names
+can be stored.
 
-    hyper.mutate     1 parent    offline    operators.hyper.mutate
-    hyper.crossover  2 parents   offline    operators.hyper.crossover
-    merge.crossover  2 parents   offline    operators.merge.crossover
-    llm.mutate       1 parent    LLM        operators.llm.mutate
-    llm.crossover    2 parents   LLM        operators.llm.crossover
+    operator         parents  needs                       fallback
+    hyper.mutate     1        -                           -
+    hyper.crossover  2        -                           hyper.mutate
+    merge.crossover  2        ancestor                    hyper.mutate
+    llm.mutate       1        client, context             -
+    llm.crossover    2        client, context, ancestor   hyper.mutate
+
+Needs: the caller hands one OperatorContext (operators.context); the spec gives the function, as keyword arguments,
+only the fields it declared (NEEDS), so a caller computes an ancestor or an LLM context only for an operator that
+asks for one. An operator that needs the client is an LLM operator (it runs in a thread; it drops out without the
+LLM). Fallback: the one-parent operator to use when a two-parent one was picked and selection gave the same
+individual twice (a population of one).
 
 A family name (`hyper`) stands for all its members. `--operators hyper=3,llm=1` gives each family a share of the
 children; a family's weight is split evenly among its members, and a member named on its own (`hyper.mutate=2`)
@@ -14,26 +22,32 @@ gets exactly its own weight.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from evo.errors import ConfigError
 from genome import Genome
 from operators import hyper, llm, merge
+from operators.context import OperatorContext
+from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.variation import Variation
+
+NEEDS = ("client", "context", "ancestor")   # the OperatorContext fields an operator may declare
 
 
 @dataclass(frozen=True)
 class OperatorSpec:
-    """A registered operator: its name ("family.verb"), function, number of parents, whether it needs the LLM
-    client, and the settings bound at registration."""
+    """A registered operator: its name ("family.verb"), function, number of parents, what it needs from the
+    OperatorContext (names from NEEDS, each a keyword argument of the function), the one-parent operator it falls
+    back to when its two parents are one individual, and the settings bound at registration."""
 
     name: str
     function: Callable[..., Variation]
     arity: int
-    needs_llm: bool = False
+    needs: tuple[str, ...] = ()
+    fallback: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -41,17 +55,47 @@ class OperatorSpec:
             raise ValueError(f"an operator's name is 'family.verb'; got {self.name!r}")
         if self.arity not in (1, 2):
             raise ValueError(f"{self.name}: an operator takes 1 or 2 parents; got {self.arity}")
+        needs = (self.needs,) if isinstance(self.needs, str) else tuple(self.needs)
+        if unknown := [n for n in needs if n not in NEEDS]:
+            raise ValueError(f"{self.name}: an operator needs some of {', '.join(NEEDS)}; got {', '.join(unknown)}")
+        if "ancestor" in needs and self.arity != 2:
+            raise ValueError(f"{self.name}: only a two-parent operator has a common ancestor to need")
+        if self.fallback is not None and self.arity != 2:
+            raise ValueError(f"{self.name}: only a two-parent operator falls back to a one-parent one")
+        parameters = inspect.signature(self.function).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        if missing := [n for n in needs if n not in parameters and not takes_any]:
+            raise ValueError(f"{self.name}: {self.function.__qualname__} takes no {', '.join(missing)} argument")
+        if shared := [n for n in needs if n in self.settings]:
+            raise ValueError(f"{self.name}: {', '.join(shared)} is a need, given by the caller, not a setting")
+        object.__setattr__(self, "needs", tuple(n for n in NEEDS if n in needs))
         object.__setattr__(self, "settings", dict(self.settings))
 
     @property
     def family(self) -> str:
         return self.name.split(".")[0]
 
-    def __call__(self, parents: Sequence[Genome], rng: random.Random, **settings) -> Variation:
-        """Runs the operator on parents (arity of them); call-time settings override the bound ones."""
+    @property
+    def needs_llm(self) -> bool:
+        """Whether it calls the LLM (it needs the client): such an operator runs in a thread, and drops out when
+        the LLM is not there."""
+        return "client" in self.needs
+
+    def arguments(self, given: OperatorContext) -> dict[str, Any]:
+        """The keyword arguments it gets from given: the fields it declared, under their own names."""
+        return {need: getattr(given, need) for need in self.needs}
+
+    def __call__(self, parents: Sequence[Genome], rng: random.Random, given: OperatorContext | None = None,
+                 **settings) -> Variation:
+        """Runs the operator on parents (arity of them), handing it what it needs from given; call-time keyword
+        arguments override the bound settings and what given holds. Raises OperatorUnavailable for an LLM operator
+        given no client."""
         if len(parents) != self.arity:
             raise ValueError(f"{self.name} takes {self.arity} parent(s); got {len(parents)}")
-        return self.function(*parents, rng, **{**self.settings, **settings})
+        arguments = {**self.settings, **self.arguments(given or OperatorContext()), **settings}
+        if self.needs_llm and arguments["client"] is None:
+            raise OperatorUnavailable(f"{self.name} needs an LLM client and was given none")
+        return self.function(*parents, rng, **arguments)
 
 
 class Registry:
@@ -60,17 +104,23 @@ class Registry:
     def __init__(self):
         self._ops: dict[str, OperatorSpec] = {}
 
-    def register(self, name: str, function: Callable[..., Variation], *, arity: int, needs_llm: bool = False,
-                 **settings) -> None:
-        """Registers function under name, binding settings (later registrations of a name replace earlier ones)."""
-        self._ops[name] = OperatorSpec(name, function, arity, needs_llm, settings)
+    def register(self, name: str, function: Callable[..., Variation], *, arity: int, needs: Sequence[str] = (),
+                 fallback: str | None = None, **settings) -> None:
+        """Registers function under name with what it needs from the OperatorContext and, for a two-parent
+        operator, the one-parent operator to fall back to (registered before it), binding settings. A later
+        registration of a name replaces the earlier one."""
+        if fallback is not None:
+            if fallback not in self._ops or self._ops[fallback].arity != 1:
+                raise ValueError(f"{name}: its fallback must be a one-parent operator registered before it; "
+                                 f"got {fallback!r}")
+        self._ops[name] = OperatorSpec(name, function, arity, tuple(needs), fallback, settings)
 
     def get(self, name: str) -> OperatorSpec:
-        """The operator called name; ConfigError listing the known names when there is none."""
+        """The operator called name; OperatorConfigError listing the known names when there is none."""
         try:
             return self._ops[name]
         except KeyError:
-            raise ConfigError(f"unknown operator {name!r}; known: {', '.join(self.known())}") from None
+            raise OperatorConfigError(f"unknown operator {name!r}; known: {', '.join(self.known())}") from None
 
     def names(self) -> list[str]:
         return list(self._ops)
@@ -87,27 +137,29 @@ class Registry:
 
     def parse_weights(self, spec: str) -> dict[str, float]:
         """{operator name: weight} from "hyper=3,llm=1" or "hyper,merge,llm" (weight 1 when omitted). Zero weights
-        are dropped. Raises ConfigError, in one line, for an unknown name, a bad weight or nothing left."""
+        are dropped. Raises OperatorConfigError, in one line, for an unknown name, a bad weight or nothing left."""
         families = self.families()
         items = [item.strip() for item in spec.split(",") if item.strip()]
         if not items:
-            raise ConfigError(f"--operators names no operator; known: {', '.join(self.known())}")
+            raise OperatorConfigError(f"--operators names no operator; known: {', '.join(self.known())}")
         explicit: dict[str, float] = {}
         shared: dict[str, float] = {}
         seen: set[str] = set()
         for item in items:
             name, has_weight, raw = (part.strip() for part in item.partition("="))
             if name not in families and name not in self._ops:
-                raise ConfigError(f"unknown operator {name!r} in --operators; known: {', '.join(self.known())}")
+                raise OperatorConfigError(f"unknown operator {name!r} in --operators; "
+                                          f"known: {', '.join(self.known())}")
             if name in seen:
-                raise ConfigError(f"--operators names {name!r} twice")
+                raise OperatorConfigError(f"--operators names {name!r} twice")
             seen.add(name)
             try:
                 weight = float(raw) if has_weight else 1.0
             except ValueError:
-                raise ConfigError(f"--operators: the weight of {name} must be a number; got {raw!r}") from None
+                raise OperatorConfigError(f"--operators: the weight of {name} must be a number; got {raw!r}") \
+                    from None
             if not (math.isfinite(weight) and weight >= 0):
-                raise ConfigError(f"--operators: the weight of {name} must be >= 0; got {raw}")
+                raise OperatorConfigError(f"--operators: the weight of {name} must be >= 0; got {raw}")
             if name in families:
                 for member in families[name]:
                     shared[member] = weight / len(families[name])
@@ -116,7 +168,8 @@ class Registry:
         weights = {n: explicit.get(n, shared.get(n, 0.0)) for n in self._ops}
         weights = {n: w for n, w in weights.items() if w > 0}
         if not weights:
-            raise ConfigError("--operators gives every operator weight 0; at least one needs a positive weight")
+            raise OperatorConfigError("--operators gives every operator weight 0; at least one needs a positive "
+                                      "weight")
         return weights
 
     def offline(self, weights: Mapping[str, float]) -> dict[str, float]:
@@ -135,10 +188,11 @@ def default_registry() -> Registry:
     """The five built-in operators with their default settings."""
     registry = Registry()
     registry.register("hyper.mutate", hyper.mutate, arity=1)
-    registry.register("hyper.crossover", hyper.crossover, arity=2)
-    registry.register("merge.crossover", merge.crossover, arity=2)
-    registry.register("llm.mutate", llm.mutate, arity=1, needs_llm=True)
-    registry.register("llm.crossover", llm.crossover, arity=2, needs_llm=True)
+    registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate")
+    registry.register("merge.crossover", merge.crossover, arity=2, needs=("ancestor",), fallback="hyper.mutate")
+    registry.register("llm.mutate", llm.mutate, arity=1, needs=("client", "context"))
+    registry.register("llm.crossover", llm.crossover, arity=2, needs=("client", "context", "ancestor"),
+                      fallback="hyper.mutate")
     return registry
 
 

@@ -20,12 +20,20 @@ import duckdb
 from evo.errors import StoreError
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.query import run_query
-from evo.store.records import Evaluation, Fitness, Individual, Run
-from evo.store.schema import check_version, stored_version
+from evo.run_status import EvaluationCounts, RunStatus
+from evo.scoring import SCORED_PURPOSES
+from evo.store.records import Evaluation, Fitness, Individual, LineageStep, Run
+from evo.store.schema import TEMP_MACROS, check_version, stored_version
 
 log = logging.getLogger(__name__)
 
 _HELD = re.compile(r"\(PID (\d+)\)")
+_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+# The reads a live driver answers for other processes (evo.store.live): every public read of StoreReader.
+READS = ("query", "runs", "latest_run", "load_run", "run", "llm_cost", "individuals", "individual", "resolve",
+         "lineage", "population", "source", "source_exists", "find_source", "ancestry", "descendants",
+         "evaluations", "evaluation_log", "source_of", "scored_results", "seeds_used", "fitness", "run_status")
 
 
 def connect(db_path: str | os.PathLike, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -117,6 +125,15 @@ class StoreReader:
             raise StoreError(f"{self.path.name} has no run {run_id!r}")
         return Run.from_row(cols, rows[0])
 
+    def run(self, run_id: str | None = None) -> Run:
+        """The run run_id, or the latest one; StoreError when there is none such."""
+        if run_id is not None:
+            return self.load_run(run_id)
+        run = self.latest_run()
+        if run is None:
+            raise StoreError(f"{self.path.name} has no run")
+        return run
+
     def llm_cost(self, run_id: str) -> float:
         """The estimated USD spent on LLM calls in a run."""
         return float(self._select("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id = ?",
@@ -141,6 +158,37 @@ class StoreReader:
         if not rows:
             raise StoreError(f"run {run_id} has no individual {id!r}")
         return Individual.from_row(cols, rows[0])
+
+    def resolve(self, run_id: str, id: str) -> str:
+        """The id of the individual of a run whose id is id, or starts with it (a unique prefix of 4 or more
+        characters); StoreError when none or several match."""
+        if not _ID.match(id):
+            raise StoreError(f"individual {id!r} is not a valid id")
+        _, rows = self._select("SELECT id FROM individuals WHERE run_id = ? AND (id = ? OR (length(?) >= 4 AND "
+                               "starts_with(id, ?))) ORDER BY id = ? DESC, birth LIMIT 2", [run_id, id, id, id, id])
+        if not rows:
+            raise StoreError(f"no individual {id!r} in run {run_id}")
+        if len(rows) > 1 and rows[0][0] != id:
+            raise StoreError(f"{id!r} is the start of several ids in run {run_id} ({rows[0][0]}, {rows[1][0]}, ...)")
+        return rows[0][0]
+
+    def lineage(self, run_id: str, id: str, with_source: bool = False) -> list[LineageStep]:
+        """The individuals from the seed to id, following each one's first parent, with their fitness: one query,
+        over the ancestry macro."""
+        cols, rows = self._select(f"""
+            SELECT a.id, a.depth, i.operator, i.description, i.status, p.parent_id AS parent,
+                   q.parent_id AS second_parent, f.mean_bpb, f.std_bpb, coalesce(f.n, 0) AS n, i.source_hash
+                   {", s.text AS source" if with_source else ""}
+            FROM ancestry(?, in_run := ?, first_parent := true) a
+            JOIN individuals i ON i.run_id = a.run_id AND i.id = a.id
+            LEFT JOIN lineage p ON p.child_uid = i.uid AND p.role = 'parent'
+            LEFT JOIN lineage q ON q.child_uid = i.uid AND q.role = 'second_parent'
+            LEFT JOIN fitness f ON f.run_id = i.run_id AND f.individual_id = i.id
+            {"LEFT JOIN sources s ON s.source_hash = i.source_hash" if with_source else ""}
+            ORDER BY a.depth DESC""", [id, run_id])
+        if not rows:
+            raise StoreError(f"no individual {id!r} in run {run_id}")
+        return [LineageStep.from_row(cols, r) for r in rows]
 
     def population(self, run_id: str) -> list[str]:
         """Ids of the individuals in a run's population now, in birth order."""
@@ -200,10 +248,64 @@ class StoreReader:
             raise StoreError(f"{self.path.name} has no evaluation {evaluation_id}")
         return rows[0][0] or ""
 
+    def source_of(self, run_id: str, id: str) -> str:
+        """The source text of an individual of a run; StoreError if it has none (an invalid proposal)."""
+        _, rows = self._select("SELECT i.status, s.text FROM individuals i LEFT JOIN sources s "
+                               "ON s.source_hash = i.source_hash WHERE i.run_id = ? AND i.id = ?", [run_id, id])
+        if not rows:
+            raise StoreError(f"run {run_id} has no individual {id!r}")
+        if rows[0][1] is None:
+            raise StoreError(f"individual {id} has no source (status {rows[0][0]})")
+        return rows[0][1]
+
+    def scored_results(self, run_id: str, individual_id: str) -> dict[int, float]:
+        """seed -> val_bpb of an individual's ok evaluations that count towards its fitness."""
+        marks = ", ".join("?" for _ in SCORED_PURPOSES)
+        _, rows = self._select(f"SELECT seed, val_bpb FROM evaluations WHERE run_id = ? AND individual_id = ? "
+                               f"AND status = 'ok' AND purpose IN ({marks}) ORDER BY id",
+                               [run_id, individual_id, *SCORED_PURPOSES])
+        return {int(seed): value for seed, value in rows}
+
+    def seeds_used(self, run_id: str) -> set[int]:
+        """Every seed any evaluation of the run used."""
+        _, rows = self._select("SELECT DISTINCT seed FROM evaluations WHERE run_id = ? AND seed IS NOT NULL", [run_id])
+        return {int(r[0]) for r in rows}
+
     def fitness(self, run_id: str) -> list[Fitness]:
         """The fitness rows of a run's evaluated individuals, best (lowest score) first."""
         cols, rows = self._select("SELECT * FROM fitness WHERE run_id = ? ORDER BY score, individual_id", [run_id])
         return [Fitness.from_row(cols, r) for r in rows]
+
+
+    # The run as a whole ----------------------------------------------------------------------------------------
+
+    def run_status(self, run_id: str | None = None) -> RunStatus:
+        """A run's status (the latest run's by default) rebuilt from its rows and saved state."""
+        run = self.run(run_id)
+        state = run.state or {}
+        counters = state.get("counters", {})
+        evaluations = [e for e in self.evaluations(run.run_id) if e.status != "interrupted"]
+        count = lambda purpose: sum(1 for e in evaluations if e.purpose == purpose)
+        population = set(self.population(run.run_id))
+        fitness = [f for f in self.fitness(run.run_id) if f.individual_id in population]
+        best = None
+        if fitness:
+            f = min(fitness, key=lambda f: (f.score, f.individual_id))
+            best = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,
+                    "n_confirm": f.n_confirm, "score": f.score}
+        _, rows = self._select("SELECT count(*) FILTER (WHERE status = 'invalid'), count(*), "
+                               "(SELECT count(*) FROM llm_calls WHERE run_id = ?) FROM individuals WHERE run_id = ?",
+                               [run.run_id, run.run_id])
+        invalid, individuals, llm_calls = rows[0]
+        return RunStatus.build(
+            run_id=run.run_id, status=run.status, phase=state.get("phase", "-"),
+            active_seconds=counters.get("active_seconds", 0.0), busy_seconds=counters.get("busy_seconds", 0.0),
+            workers=state.get("workers", 1), best=best,
+            evaluations=EvaluationCounts(count("search"), count("confirm"), count("noise"), 0,
+                                         sum(1 for e in evaluations if e.status != "ok"), invalid),
+            target_evaluations=run.config.get("evaluations"), noise_floor=run.noise_floor,
+            population=len(population), individuals=individuals, llm_cost_usd=self.llm_cost(run.run_id),
+            llm_calls=llm_calls)
 
 
 def open_reader(db_path: str | os.PathLike) -> StoreReader:
@@ -214,6 +316,7 @@ def open_reader(db_path: str | os.PathLike) -> StoreReader:
     conn = connect(db_path, read_only=True)
     try:
         check_version(stored_version(conn), str(db_path))
+        conn.execute(TEMP_MACROS)
     except BaseException:
         conn.close()
         raise

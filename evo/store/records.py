@@ -93,10 +93,12 @@ class Evaluation:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    conditions: dict | None = None    # what the score depends on besides seed and budget (evo.conditions)
 
     @classmethod
     def from_row(cls, columns: list[str], row: tuple) -> "Evaluation":
-        return _from_row(cls, columns, row)
+        d = dict(zip(columns, row))
+        return _from_row(cls, columns, row, conditions=json.loads(d["conditions"]) if d.get("conditions") else None)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,28 @@ class Fitness:
 
     @classmethod
     def from_row(cls, columns: list[str], row: tuple) -> "Fitness":
+        return _from_row(cls, columns, row)
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One individual on the line from the seed to another (first parents only), with its fitness so far."""
+
+    id: str
+    depth: int                      # steps from the individual the line was asked for (0: that one)
+    operator: str
+    description: str
+    status: str
+    parent: str | None
+    second_parent: str | None
+    mean_bpb: float | None
+    std_bpb: float | None
+    n: int
+    source_hash: str | None
+    source: str | None = None
+
+    @classmethod
+    def from_row(cls, columns: list[str], row: tuple) -> "LineageStep":
         return _from_row(cls, columns, row)
 
 

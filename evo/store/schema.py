@@ -17,13 +17,15 @@ Decisions, for whoever reads the file in SQL:
 - Times are UTC, stored as TIMESTAMP.
 - Fitness (view `fitness`, per run and individual, over `ok` evaluations whose purpose is search, confirm or
   noise):  std_err = max(std_bpb (sample std, 0 when n = 1), the run's noise_floor (0 when unset)) / sqrt(n);
-  score = mean_bpb + k * std_err, lower is better; k is meta 'score_k' (default 1.0). A child measured once is
-  charged a full noise floor; a confirmed individual with n evaluations is charged floor / sqrt(n).
-- `ancestry(id [, in_run := run_id])` / `descendants(...)`: every ancestor (descendant) with its depth, the length
-  of the shortest parent path (0 = the individual itself), by recursive CTE over lineage. A genome id can stand in
-  several runs of one file (the seed does); without in_run the walk starts from each of them. `UNION` (not `UNION ALL`) keeps the walk
-  to one row per (individual, depth), so merges cannot multiply paths. The `USING KEY` form DuckDB 2.0 also
-  supports measured 2x slower here.
+  score = mean_bpb + k * std_err, lower is better. The formula and k are evo.scoring's, the one definition
+  selection also uses. A child measured once is charged a full noise floor; a confirmed individual with n
+  evaluations is charged floor / sqrt(n).
+- `ancestry(id [, in_run := run_id] [, first_parent := true])` / `descendants(...)`: every ancestor (descendant)
+  with its depth, the length of the shortest parent path (0 = the individual itself), by recursive CTE over
+  lineage. A genome id can stand in several runs of one file (the seed does); without in_run the walk starts from
+  each of them. `UNION` (not `UNION ALL`) keeps the walk to one row per (individual, depth), so merges cannot
+  multiply paths. The `USING KEY` form DuckDB 2.0 also supports measured 2x slower here. With `first_parent :=
+  true` the walk follows only `parent` edges: from an individual, the line back to its seed (`evo lineage`).
 """
 
 from __future__ import annotations
@@ -33,21 +35,19 @@ import logging
 import duckdb
 
 from evo.errors import StoreError
+from evo.scoring import SCORE_SQL, SCORED_PURPOSES, STD_ERR_SQL, sql_list
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_SCORE_K = 1.0
 
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 INDIVIDUAL_STATUSES = ("proposed", "invalid", "rejected", "duplicate", "evaluated")
 EVALUATION_STATUSES = ("ok", "crash", "timeout", "oom", "rejected", "interrupted")
-PURPOSES = ("search", "confirm", "replay", "noise")
+PURPOSES = (*SCORED_PURPOSES, "replay")
 ROLES = ("parent", "second_parent")
 
 
-def _one_of(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 TABLES = f"""
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id         TEXT PRIMARY KEY,
     started_at     TIMESTAMP NOT NULL,
     finished_at    TIMESTAMP,
-    status         TEXT NOT NULL CHECK (status IN {_one_of(RUN_STATUSES)}),
+    status         TEXT NOT NULL CHECK (status IN {sql_list(RUN_STATUSES)}),
     config         JSON NOT NULL,           -- the full run settings
     state          JSON,                    -- the driver's resumable state; opaque to the store
     state_saved_at TIMESTAMP,
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS individuals (
     operator      TEXT NOT NULL,
     description   TEXT NOT NULL DEFAULT '',
     source_hash   TEXT,                     -- NULL for an invalid proposal
-    status        TEXT NOT NULL CHECK (status IN {_one_of(INDIVIDUAL_STATUSES)}),
+    status        TEXT NOT NULL CHECK (status IN {sql_list(INDIVIDUAL_STATUSES)}),
     reason        TEXT,                     -- why invalid, rejected, or which individual it duplicates
     in_population BOOLEAN NOT NULL DEFAULT false,
     created_at    TIMESTAMP NOT NULL,
@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS lineage (
     run_id     TEXT NOT NULL,
     child_id   TEXT NOT NULL,
     parent_id  TEXT NOT NULL,
-    role       TEXT NOT NULL CHECK (role IN {_one_of(ROLES)}),
+    role       TEXT NOT NULL CHECK (role IN {sql_list(ROLES)}),
     child_uid  BIGINT NOT NULL,
     parent_uid BIGINT NOT NULL,
     PRIMARY KEY (child_uid, role)
@@ -106,11 +106,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     id               BIGINT PRIMARY KEY DEFAULT nextval('evaluation_ids'),
     run_id           TEXT NOT NULL,
     individual_id    TEXT NOT NULL,
-    purpose          TEXT NOT NULL CHECK (purpose IN {_one_of(PURPOSES)}),
+    purpose          TEXT NOT NULL CHECK (purpose IN {sql_list(PURPOSES)}),
     seed             BIGINT,
     budget_seconds   DOUBLE,
     budget_tokens    BIGINT,
-    status           TEXT NOT NULL CHECK (status IN {_one_of(EVALUATION_STATUSES)}),
+    status           TEXT NOT NULL CHECK (status IN {sql_list(EVALUATION_STATUSES)}),
     val_bpb          DOUBLE,
     training_seconds DOUBLE,
     eval_seconds     DOUBLE,
@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     started_at       TIMESTAMP,
     finished_at      TIMESTAMP NOT NULL,
     error            TEXT,
-    log              TEXT                   -- captured output, capped by the caller
+    log              TEXT,                  -- captured output, capped by the caller
+    conditions       TEXT                   -- JSON: threads, device, CPU and GPU model, torch, harness, dataset
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
     id                 BIGINT PRIMARY KEY DEFAULT nextval('llm_call_ids'),
@@ -146,23 +147,27 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 """
 
+# Columns added since a table was first defined: a file written by an older evo gets them on the writer's open.
+UPGRADES = """
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS conditions TEXT;
+"""
+
 # Views and macros are replaced on every writer open, so a fixed definition reaches old files too.
-VIEWS = """
+VIEWS = f"""
 CREATE OR REPLACE VIEW fitness AS
 WITH ok AS (
     SELECT run_id, individual_id, val_bpb, purpose
     FROM evaluations
-    WHERE status = 'ok' AND val_bpb IS NOT NULL AND purpose IN ('search', 'confirm', 'noise')
+    WHERE status = 'ok' AND val_bpb IS NOT NULL AND purpose IN {sql_list(SCORED_PURPOSES)}
 ), agg AS (
     SELECT run_id, individual_id, count(*) AS n, count(*) FILTER (WHERE purpose = 'confirm') AS n_confirm,
            avg(val_bpb) AS mean_bpb, stddev_samp(val_bpb) AS std_bpb, min(val_bpb) AS best_bpb
     FROM ok GROUP BY run_id, individual_id
 ), err AS (
-    SELECT a.*, greatest(coalesce(a.std_bpb, 0), coalesce(r.noise_floor, 0)) / sqrt(a.n) AS std_err
-    FROM agg a JOIN runs r USING (run_id)
+    SELECT a.*, {STD_ERR_SQL} AS std_err
+    FROM agg a JOIN (SELECT run_id, noise_floor FROM runs) r USING (run_id)
 )
-SELECT run_id, individual_id, n, n_confirm, mean_bpb, std_bpb, best_bpb, std_err,
-       mean_bpb + coalesce((SELECT CAST(value AS DOUBLE) FROM meta WHERE key = 'score_k'), 1.0) * std_err AS score
+SELECT run_id, individual_id, n, n_confirm, mean_bpb, std_bpb, best_bpb, std_err, {SCORE_SQL} AS score
 FROM err;
 
 CREATE OR REPLACE VIEW leaderboard AS
@@ -175,11 +180,12 @@ ORDER BY f.score, f.run_id, f.individual_id;
 
 # ancestry() walks from child to parent, descendants() from parent to child; otherwise they are the same macro.
 WALK_MACRO = """
-CREATE OR REPLACE MACRO {name}(of_id, in_run := NULL) AS TABLE
+CREATE OR REPLACE MACRO {name}(of_id, in_run := NULL, first_parent := false) AS TABLE
 WITH RECURSIVE walk(uid, depth) AS (
     SELECT uid, 0 FROM individuals WHERE id = of_id AND (in_run IS NULL OR run_id = in_run)
     UNION
-    SELECT l.{to}_uid, w.depth + 1 FROM walk w JOIN lineage l ON l.{from_}_uid = w.uid
+    SELECT l.{to}_uid, w.depth + 1 FROM walk w
+    JOIN lineage l ON l.{from_}_uid = w.uid AND (NOT first_parent OR l.role = 'parent')
 ), nearest AS (
     SELECT uid, min(depth) AS depth FROM walk GROUP BY uid
 )
@@ -189,6 +195,9 @@ ORDER BY n.depth, i.run_id, i.id;
 """
 MACROS = (WALK_MACRO.format(name="ancestry", to="parent", from_="child")
           + WALK_MACRO.format(name="descendants", to="child", from_="parent"))
+# A read-only connection cannot replace the file's macros; its own temporary ones shadow them, so a file written by
+# an older evo still answers with today's definitions.
+TEMP_MACROS = MACROS.replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO")
 
 
 def stored_version(conn: duckdb.DuckDBPyConnection) -> int | None:
@@ -220,10 +229,10 @@ def create_schema(conn: duckdb.DuckDBPyConnection, path: str = "the store") -> i
     conn.begin()
     try:
         conn.execute(TABLES)
+        conn.execute(UPGRADES)
         conn.execute(VIEWS)
         conn.execute(MACROS)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
-        conn.execute("INSERT INTO meta VALUES ('score_k', ?) ON CONFLICT DO NOTHING", [repr(DEFAULT_SCORE_K)])
         conn.commit()
     except BaseException:
         conn.rollback()

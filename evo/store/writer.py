@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # The evaluation record's fields (sandbox.EvalResult) that become columns of the same name.
 _EVALUATION_FIELDS = ("seed", "budget_seconds", "budget_tokens", "status", "val_bpb", "training_seconds",
                       "eval_seconds", "total_seconds", "tokens", "num_steps", "num_params", "peak_memory_mb",
-                      "device", "error", "log")
+                      "device", "error", "log", "conditions")
 _LLM_FIELDS = ("operator", "model", "purpose", "status", "input_tokens", "output_tokens", "cache_read_tokens",
                "cache_write_tokens", "latency_s", "cost_usd", "error", "note")
 
@@ -138,13 +138,6 @@ class StoreWriter(StoreReader):
         with self._transaction() as conn:
             self._require_run(conn, run_id)
             conn.execute("UPDATE runs SET noise_floor = ? WHERE run_id = ?", [noise_floor, run_id])
-
-    def set_score_k(self, k: float) -> None:
-        """Sets k in score = mean_bpb + k * std_err, for every run in the file (default 1.0)."""
-        if not k >= 0:
-            raise StoreError(f"the score's k must be >= 0; got {k}")
-        with self._transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('score_k', ?)", [repr(float(k))])
 
     # Individuals ------------------------------------------------------------------------------------------------
 
@@ -243,6 +236,8 @@ class StoreWriter(StoreReader):
         error as reason, when the harness rejected it); an `interrupted` evaluation leaves it proposed."""
         record = as_mapping(result)
         values = {f: record.get(f) for f in _EVALUATION_FIELDS}
+        if values["conditions"] is not None:
+            values["conditions"] = json.dumps(values["conditions"], sort_keys=True)
         _one_of(values["status"], EVALUATION_STATUSES, "evaluation status")
         _one_of(purpose, PURPOSES, "evaluation purpose")
         finished_at = finished_at or utcnow()

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from evo.errors import OperatorUnavailable
 from genome import Genome, hyperparameters, validate, values
-from operators import (Attempt, LLMClient, LLMContext, LLMSettings, Lineage, Step, get, settings_from_env)
+from operators import (Attempt, LLMClient, LLMContext, LLMSettings, Lineage, OperatorContext, Step, get,
+                       settings_from_env)
+from operators.errors import OperatorUnavailable
 from operators.usage import estimate_cost
 from tests.support.genomes import seed_source, with_hyperparameters
 from tests.support.messages_server import MessagesServer, Reply, error, message
@@ -63,7 +64,7 @@ def sent_key(headers: dict) -> str | None:
 
 
 def mutate(client: LLMClient, parent: Genome = PARENT, context: LLMContext = CONTEXT):
-    return get("llm.mutate")([parent], random.Random(0), client=client, context=context)
+    return get("llm.mutate")([parent], random.Random(0), OperatorContext(client=client, context=context))
 
 
 def assert_lowered_learning_rate(variation):
@@ -190,8 +191,8 @@ def test_requests_carry_cache_control_on_the_stable_prefix(server):
     server.script(message(GOOD), message(GOOD))
     client = client_for(server)
     mutate(client)
-    get("llm.mutate")([PARENT], random.Random(99), client=client,
-                      context=LLMContext(program=CONTEXT.program, recent=(Attempt("other idea", "kept"),)))
+    other = LLMContext(program=CONTEXT.program, recent=(Attempt("other idea", "kept"),))
+    get("llm.mutate")([PARENT], random.Random(99), OperatorContext(client=client, context=other))
     first, second = server.requests
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"}
     blocks = first["messages"][0]["content"]
@@ -273,8 +274,8 @@ def test_llm_crossover_combines_two_parents(server):
     depth_edit = f"<<<<<<< SEARCH\n{_line('DEPTH')}\n=======\n{_retuned('DEPTH', '3')}\n>>>>>>> REPLACE\n"
     server.script(message("Hypothesis: A's learning rate with B's extra layer.\n" + depth_edit))
     context = LLMContext(program="p", parent=Lineage(1.60), other=Lineage(1.61), recent=CONTEXT.recent)
-    variation = get("llm.crossover")([a, b], random.Random(0), ancestor=PARENT, client=client_for(server),
-                                     context=context)
+    variation = get("llm.crossover")([a, b], random.Random(0),
+                                     OperatorContext(client=client_for(server), context=context, ancestor=PARENT))
     assert variation.ok, variation.reason
     assert values(variation.source) == {**values(SEED), "LEARNING_RATE": 1e-3, "DEPTH": 3}
     assert variation.operator == "llm.crossover"
@@ -289,5 +290,5 @@ def test_llm_crossover_combines_two_parents(server):
 def test_llm_crossover_with_garbage_is_invalid(server):
     server.script(message("no idea"))
     variation = get("llm.crossover")([PARENT, Genome(with_hyperparameters(SEED, DEPTH="3"))], random.Random(0),
-                                     ancestor=None, client=client_for(server))
+                                     OperatorContext(client=client_for(server)))
     assert variation.status == "invalid" and len(variation.usage) == 1

@@ -156,6 +156,21 @@ def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
         assert counted.returncode == 0, counted.stderr
         live_count = json.loads(counted.stdout)[0]["n"]
         assert live_count >= 1
+        # Every reading command goes through the live driver: lineage, show and plot too.
+        seed = json.loads(evo(evo_bin, cwd, "sql", "SELECT id FROM individuals WHERE operator = 'seed'",
+                              "--format", "json", timeout=120).stdout)[0]["id"]
+        lineage = evo(evo_bin, cwd, "lineage", seed[:6], timeout=120)
+        assert lineage.returncode == 0 and f"0 step(s) from the seed to {seed}" in lineage.stdout, lineage.stderr
+        shown = evo(evo_bin, cwd, "show", seed, timeout=120)
+        assert shown.returncode == 0 and shown.stdout == (cwd / "train.py").read_text()
+        deadline = time.time() + 300
+        while json.loads(evo(evo_bin, cwd, "sql", "SELECT count(*) AS n FROM evaluations", "--format", "json",
+                             timeout=120).stdout)[0]["n"] == 0:
+            assert time.time() < deadline, "no evaluation finished within 5 minutes"
+            time.sleep(2)
+        plotted = evo(evo_bin, cwd, "plot", "--out", str(tmp_path / "live.png"), timeout=180)
+        assert plotted.returncode == 0, plotted.stderr
+        assert (tmp_path / "live.png").stat().st_size > 0
     finally:
         live.send_signal(signal.SIGINT)
         try:

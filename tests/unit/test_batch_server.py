@@ -2,6 +2,7 @@
 standalone harness draws, and takes the model once."""
 
 import json
+import statistics
 import struct
 import time
 
@@ -106,6 +107,29 @@ def test_the_last_batch_that_fits_starts_the_handover_clock(train_bin, tmp_path)
     assert server.budget_end is not None  # 200 left: another batch like it would not
     assert server.deadline() == pytest.approx(server.budget_end + batch_server.WEIGHTS_ALLOWANCE)
     assert "weights did not arrive" in server.late()
+
+
+def test_slow_honest_steps_widen_the_weights_allowance_and_hoarding_does_not(train_bin, tmp_path):
+    # On a loaded machine every step is slow: the last one may take longer than the fixed allowance.
+    server, client = serve(train_bin, tmp_path, budget_tokens=300)
+    for _ in range(3):
+        client.batch(1, 100)
+        if server.budget_end is None:
+            time.sleep(2.0)
+    step = statistics.median(server.steps_seconds)
+    assert step >= 2.0
+    assert server.deadline() == pytest.approx(server.budget_end + batch_server.STEP_ALLOWANCE * step)
+    # A child that takes its batches as fast as it can (to train on them after the budget) keeps the fixed one.
+    hoarder, client = serve(train_bin, tmp_path, budget_tokens=300)
+    for _ in range(3):
+        client.batch(1, 100)
+    assert hoarder.deadline() == pytest.approx(hoarder.budget_end + batch_server.WEIGHTS_ALLOWANCE)
+
+
+def test_a_preflight_is_not_scored_so_its_slow_first_step_gets_the_handover_allowance(train_bin, tmp_path):
+    server, client = serve(train_bin, tmp_path, max_batches=1)
+    client.batch(2, 8)
+    assert server.deadline() == pytest.approx(server.budget_end + batch_server.HANDOVER_ALLOWANCE)
 
 
 def test_the_graph_is_refused_before_the_weights(train_bin, tmp_path):

@@ -4,7 +4,8 @@ import pytest
 
 from evo.config import RunConfig
 from evo.errors import ConfigError
-from evo.selection import Member, elites, score, select_parents, survivors
+from evo.scoring import score
+from evo.selection import Member, elites, select_parents, survivors
 
 
 def test_resume_keeps_stored_settings_and_extends_stop_conditions():

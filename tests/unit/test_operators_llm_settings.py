@@ -2,8 +2,8 @@
 
 import pytest
 
-from evo.errors import ConfigError, OperatorUnavailable
 from operators import DEFAULT_MODEL, UNAVAILABLE, LLMClient, LLMSettings, check_available, settings_from_env
+from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.usage import PRICES, LLMUsage, estimate_cost
 
 
@@ -37,7 +37,7 @@ def test_without_a_key_the_llm_operators_are_unavailable_in_one_line():
     ({"base_url": "api.anthropic.com"}, "ANTHROPIC_BASE_URL"),
 ])
 def test_bad_settings_say_what_to_change(kwargs, words):
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(OperatorConfigError, match=words):
         LLMSettings(api_key="k", **kwargs)
 
 

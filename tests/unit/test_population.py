@@ -15,7 +15,7 @@ from evo.population import (
     Task,
     vary,
 )
-from genome import content_hash
+from genome import content_hash, lowest_common_ancestor
 from operators.registry import REGISTRY
 from operators.variation import Variation
 from tests.support.genomes import tiny_source
@@ -335,6 +335,48 @@ def test_an_llm_family_that_becomes_unavailable_leaves_the_offline_operators():
     assert verdict.status == "invalid" and verdict.reason == "spend cap reached"
     assert policy.weights and not any(REGISTRY.get(name).needs_llm for name in policy.weights)
     assert all(not p.needs_llm for p in policy.proposals())
+
+
+def test_an_llm_proposal_run_without_a_client_makes_its_family_unavailable():
+    policy = SearchPolicy(settings(operators={"llm.mutate": 1.0}), SEED, llm=True)
+    noise_done(policy)
+    variation, unavailable = vary(policy.proposals()[0])
+    assert unavailable and variation.status == "invalid" and "needs an LLM client" in variation.reason
+
+
+def test_a_crossover_given_one_individual_twice_falls_back_to_its_declared_operator():
+    # Right after the noise phase the seed is the whole population, so a two-parent operator would get it twice.
+    for operator in ("hyper.crossover", "merge.crossover", "llm.crossover"):
+        policy = SearchPolicy(settings(operators={operator: 1.0, "hyper.mutate": 1e-9}), SEED, llm=True)
+        noise_done(policy)
+        proposals = policy.proposals()
+        assert len(proposals) == policy.lookahead
+        assert all(p.operator == REGISTRY.get(operator).fallback == "hyper.mutate" for p in proposals)
+        assert all(p.parent_ids == (SEED_ID,) and p.ancestor is None and p.context is None for p in proposals)
+    alone = SearchPolicy(settings(operators={"merge.crossover": 1.0}), SEED)
+    noise_done(alone)
+    assert alone.proposals() == []   # its fallback has no weight: nothing to propose yet
+
+
+def test_a_proposal_carries_an_ancestor_and_an_llm_context_only_for_an_operator_that_needs_them():
+    policy = SearchPolicy(settings(evaluations=200, population=6, elites=0), SEED, llm=True, program="be brief")
+    run = Executor(policy)
+    while len(policy.population) < 3:
+        run.step()
+    policy.lookahead = 8
+    for operator, has_ancestor, has_context in (("hyper.mutate", False, False), ("hyper.crossover", False, False),
+                                                ("merge.crossover", True, False), ("llm.mutate", False, True),
+                                                ("llm.crossover", True, True)):
+        policy.weights = {operator: 1.0}
+        proposals = policy.proposals()
+        assert proposals and {p.operator for p in proposals} == {operator}
+        for p in proposals:
+            assert (p.ancestor is not None) == has_ancestor and (p.context is not None) == has_context
+            if has_ancestor:
+                assert p.ancestor.id == lowest_common_ancestor(*p.parent_ids, policy.parents)
+            if has_context:
+                assert p.context.program == "be brief" and len(p.parents) == (2 if p.context.other else 1)
+            policy.child(p, Variation.invalid(operator, "not run here"))
 
 
 def test_without_an_llm_client_only_the_offline_operators_are_used():

@@ -2,12 +2,15 @@
 
 import math
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evo.sandbox import EvalResult
-from evo.store import open_reader, open_writer
+from evo.scoring import score
+from evo.store import StoreReader, open_reader, open_writer
+from evo.store.schema import TEMP_MACROS
 
 
 @pytest.fixture
@@ -54,6 +57,30 @@ def test_descendants_give_every_descendant_at_its_nearest_depth(graph):
     assert named(store.descendants(ids["S"]), ids) == {"S": 0, "A": 1, "B": 1, "C": 2, "M": 2, "N": 2}
     assert named(store.descendants(ids["A"]), ids) == {"A": 0, "C": 1, "N": 1, "M": 2}
     assert named(store.descendants(ids["N"]), ids) == {"N": 0}
+
+
+def test_the_line_from_the_seed_follows_first_parents_in_one_query(graph):
+    store, run, ids, db = graph
+    store.close()
+
+    class Counting(StoreReader):
+        selects = 0
+
+        def _select(self, sql, params=()):
+            Counting.selects += 1
+            return super()._select(sql, params)
+
+    reader = Counting(duckdb.connect(str(db), read_only=True), db)
+    reader.conn.execute(TEMP_MACROS)
+    steps = reader.lineage(run, ids["N"], with_source=True)
+    assert Counting.selects == 1
+    # N's first parent is M, M's is C, C's is A, A's is S: B (M's second parent) is not on the line.
+    assert [s.id for s in steps] == [ids[n] for n in "SACMN"]
+    assert [s.depth for s in steps] == [4, 3, 2, 1, 0]
+    assert steps[-1].parent == ids["M"] and steps[-1].second_parent == ids["A"]
+    assert steps[0].parent is None and steps[0].source == "NAME = 'S'\n"
+    assert reader.resolve(run, ids["N"][:6]) == ids["N"]
+    reader.close()
 
 
 def test_the_macros_work_for_users_on_a_read_only_file(graph):
@@ -103,11 +130,12 @@ def test_fitness_and_score_with_known_numbers(tmp_path):
     assert [f.individual_id for f in store.fitness(run)] == [c, b, a]  # 2.241 < 2.28 < 2.429: b, measured
     # once at 2.08, ranks behind c (2.05 and 2.15, mean 2.1) although its one draw beat c's mean
 
-    store.set_score_k(2.0)
-    assert {f.individual_id: f.score for f in store.fitness(run)}[b] == pytest.approx(2.08 + 2 * 0.2)
+    # The view's score is the one selection uses, for every row (evo.scoring defines both).
+    for f in store.fitness(run):
+        assert f.score == pytest.approx(score(f.mean_bpb, f.std_bpb, f.n, 0.2))
 
     columns, rows = store.query("SELECT rank, individual_id, n FROM leaderboard WHERE run_id = '" + run + "'")
-    assert rows == [(1, c, 2), (2, b, 1), (3, a, 4)]  # k = 2: 2.383, 2.48, 2.558
+    assert rows == [(1, c, 2), (2, b, 1), (3, a, 4)]
     store.close()
 
 

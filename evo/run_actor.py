@@ -1,8 +1,8 @@
-"""The Population actor: where the population lives, and the store's one writer.
+"""The run actor: where a live run's population lives, and the store's one writer.
 
 `evo run` starts it pinned to its own node (so the DuckDB file stays on the user's machine while the workers may
-be anywhere in the cluster), calls run() and polls status(). It is a threaded actor: status(), query() and stop()
-are answered while run() works.
+be anywhere in the cluster), calls run() and polls status(). It is a threaded actor: status(), read() and stop()
+are answered while run() works; read() serves other processes the store's reads (evo.store.live).
 """
 
 from __future__ import annotations
@@ -12,26 +12,27 @@ import traceback
 
 import ray
 
+from evo.cluster import NAMESPACE
 from evo.config import RunConfig
 from evo.engine import Engine
-from evo.errors import EvoError
-from evo.store import acquire_lock, open_writer, release_lock
+from evo.errors import EvoError, StoreError
+from evo.run_status import RunStatus
+from evo.store import READS, acquire_lock, open_writer, release_lock
 from evo.workers import start_workers
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "evo"
-
 
 @ray.remote(num_cpus=0, max_concurrency=8, max_restarts=0)
-class Population:
+class RunActor:
     def __init__(self, config: RunConfig, *, seed_source: str, program: str, bundle_ref, cache_root: str,
-                 placement: dict, llm_settings=None, resume_run_id: str | None = None):
+                 placement: dict, llm_settings=None, resume_run_id: str | None = None,
+                 environment: dict | None = None, driver_pid: int | None = None):
         self.error: str | None = None
         self.config = config
         context = ray.get_runtime_context()
         self.lock = acquire_lock(config.db, {"ray_address": context.gcs_address, "namespace": NAMESPACE,
-                                             "actor": context.get_actor_name()})
+                                             "actor": context.get_actor_name(), "driver_pid": driver_pid})
         self.store = open_writer(config.db)
         llm = None
         if llm_settings is not None:
@@ -51,7 +52,8 @@ class Population:
         workers = [self._start_worker(i) for i in range(placement["count"])]
         self.engine = Engine(config, self.store, workers, self._start_worker, run_id=run_id,
                              seed_source=seed_source, program=program, llm_client=llm, state=state,
-                             environment={"threads": placement["threads"], "dataset": placement.get("dataset")})
+                             environment={**(environment or {}), "threads": placement["threads"],
+                                          "dataset": placement.get("dataset")})
 
     def _start_worker(self, index: int):
         p = self._placement
@@ -62,8 +64,8 @@ class Population:
     def run_id_(self) -> str:
         return self.run_id
 
-    def run(self) -> dict:
-        """Runs the search to its end; returns the final status, with "error" set when the run could not go on."""
+    def run(self) -> RunStatus:
+        """Runs the search to its end; returns the final status, with an error when the run could not go on."""
         try:
             return self.engine.run()
         except EvoError as e:
@@ -76,17 +78,24 @@ class Population:
                 self.store.finish_run(self.run_id, "failed")
             except EvoError:
                 pass
-        return {**self.engine.status(), "status": "failed", "error": self.error}
+        return self.engine.status().failed(self.error)
 
-    def status(self) -> dict:
+    def status(self) -> RunStatus:
         return self.engine.status()
 
     def stop(self) -> None:
         self.engine.stop()
 
-    def query(self, sql: str, max_rows: int | None = None, timeout: float | None = 60.0):
-        """A read-only query on the live store (`evo sql` during a run), on a cursor of its own."""
-        return self.store.query(sql, max_rows=max_rows, timeout=timeout)
+    def read(self, name: str, args: tuple, kwargs: dict):
+        """One of the store's reads (evo.store.READS) for another process; the live run's status is the
+        executor's own, which knows what is running now."""
+        if name not in READS:
+            raise StoreError(f"{name!r} is not a read of the store")
+        if name == "run_status" and (args or (kwargs.get("run_id"),))[0] in (None, self.run_id):
+            return self.engine.status()
+        if name == "query":
+            kwargs = {"timeout": 60.0, **kwargs}
+        return getattr(self.store, name)(*args, **kwargs)
 
     def record_replay(self, individual: dict | None, evaluation: dict | None) -> str | None:
         """For `evo replay` against this live run: stores an ablated variant (returns its id) or a replay

@@ -1,6 +1,6 @@
 """The task files: where prepare.py, train.py and program.md come from, and `evo init`.
 
-A source checkout keeps them at the repository root; an installed wheel carries copies under evo/task/. A
+A source checkout keeps them at the repository root; an installed wheel carries copies under evo/packaged_task/. A
 directory that holds its own prepare.py (a checkout, or one made by `evo init`) uses that one. kernels.py is fixed
 like prepare.py: train.py imports it, and the sandbox copies it read-only next to the child.
 """
@@ -24,7 +24,7 @@ HARNESS_FILES = ("prepare.py", "kernels.py")
 def packaged_task_dir() -> Path:
     """The folder holding the task files shipped with evo."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "task", here.parent):
+    for candidate in (here / "packaged_task", here.parent):
         if all((candidate / name).is_file() for name in TASK_FILES):
             return candidate
     raise TaskError(f"the task files ({', '.join(TASK_FILES)}) are missing from this installation of evo")

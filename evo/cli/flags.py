@@ -1,0 +1,65 @@
+"""Command-line flags built from the settings' dataclasses (evo.config): each field's flag metadata says its help,
+metavar and group, so a setting and its flag are written once."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def _kind(field: dataclasses.Field) -> type | None:
+    """The argparse type of a field from its annotation (a string under postponed annotations)."""
+    text = str(field.type)
+    for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str), ("dict", str)):
+        if text.split("|")[0].strip() == name:
+            return kind
+    return str
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """Adds a --flag for every field of the dataclass cls that carries flag metadata (except skip)."""
+    groups: dict[str, argparse._ActionsContainer] = {}
+    for field in dataclasses.fields(cls):
+        meta = field.metadata.get("flag")
+        if meta is None or field.name in skip:
+            continue
+        target: argparse._ActionsContainer = parser
+        if meta["exclusive"]:
+            key = "x:" + meta["exclusive"]
+            if key not in groups:
+                groups[key] = parser.add_mutually_exclusive_group()
+            target = groups[key]
+        elif meta["group"]:
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_argument_group(meta["group"])
+            target = groups[meta["group"]]
+        name = meta["name"] or "--" + field.name.replace("_", "-")
+        kind = _kind(field)
+        if kind is bool:
+            if meta["negate"]:
+                target.add_argument(name.replace("--", "--no-", 1), dest=field.name, action="store_false",
+                                    help=meta["help"])
+            else:
+                target.add_argument(name, dest=field.name, action="store_true", help=meta["help"])
+            continue
+        default = meta["cli_default"]
+        if default is dataclasses.MISSING:
+            default = field.default if field.default is not dataclasses.MISSING else None
+        target.add_argument(name, dest=field.name, type=kind, default=default, metavar=meta["metavar"],
+                            help=meta["help"])
+
+
+def values(args: argparse.Namespace, cls, skip: tuple[str, ...] = ()) -> dict:
+    """The parsed values of cls's flags, by field name."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if "flag" in f.metadata and f.name not in skip}
+
+
+def given(argv: list[str]) -> set[str]:
+    """The settings the user typed (as opposed to defaults), by field name."""
+    names = set()
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            names.add(name[3:] if name.startswith("no_") else name)
+    return names

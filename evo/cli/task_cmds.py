@@ -1,0 +1,74 @@
+"""The task commands: `evo prepare`, `evo init`, `evo eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from evo.cli.flags import add_flags, values
+from evo.config import EvalConfig
+
+
+def prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to prepare.py (--text-dir DIR, --source, --force)")
+
+
+def prepare(args, argv) -> int:
+    from evo.task_files import harness_path
+
+    extra = [a for a in args.args if a != "--"]
+    return subprocess.call([sys.executable, str(harness_path()), *extra])
+
+
+def init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--force", action="store_true", help="overwrite existing task files")
+
+
+def init(args, argv) -> int:
+    from evo.task_files import init_task
+
+    for path in init_task(args.dir, force=args.force):
+        print(f"wrote {path}")
+    print(f"next: cd {args.dir} && evo prepare && evo eval train.py")
+    return 0
+
+
+def eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE")
+    add_flags(p, EvalConfig)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="do not echo the training output")
+
+
+def evaluate(args, argv) -> int:
+    from evo.evaluate_file import evaluate_file
+
+    config = EvalConfig(**values(args, EvalConfig))
+    echo = None if (args.json or args.quiet) else (lambda line: print(f"  | {line}", file=sys.stderr, flush=True))
+    result = evaluate_file(args.file, config, on_line=echo,
+                           notify=None if args.json else lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(result_lines(result)))
+    return 0 if result["status"] == "ok" else 1
+
+
+def result_lines(r: dict) -> list[str]:
+    """autoresearch's summary block for an ok result; the status and its reason otherwise."""
+    if r["status"] != "ok":
+        return [f"status:           {r['status']}", f"error:            {r['error']}"]
+    return [
+        "status:           ok",
+        f"val_bpb:          {r['val_bpb']:.6f}",
+        f"training_seconds: {r['training_seconds']:.1f}",
+        f"total_seconds:    {r['total_seconds']:.1f}",
+        f"total_tokens_M:   {r['tokens'] / 1e6:.3f}",
+        f"peak_memory_mb:   {r['peak_memory_mb']:.1f}",
+        f"num_steps:        {r['num_steps']}",
+        f"num_params_M:     {r['num_params'] / 1e6:.2f}",
+        f"seed:             {r['seed']}",
+    ]

@@ -1,0 +1,108 @@
+"""Ray for evo: starting or joining a cluster, sizing the workers, and reaching the driver of a live run.
+
+    start_ray(address)      joins --address with that cluster's own authentication (RAY_AUTH_MODE, RAY_AUTH_TOKEN
+                            as for any Ray client), or starts a local instance with authentication off
+    placement(workers)      how many workers, and what each holds (one GPU, or a share of the CPUs)
+    live_actor(db)          the run actor of the live run holding db, or None
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+
+from evo.errors import ConfigError, StoreError
+
+NAMESPACE = "evo"
+
+
+def check_reachable(address: str) -> None:
+    """One line, quickly, instead of Ray's long retries when --address points nowhere."""
+    if address in ("auto", "local"):
+        return
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
+    if not match:
+        raise ConfigError(f"--address must be HOST:PORT (a Ray head's GCS address); got {address!r}")
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
+
+
+def start_ray(address: str | None) -> None:
+    """Joins the cluster at address, or starts a local Ray instance when address is None."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        check_reachable(address)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as e:  # Ray's message for a refused token is long; the fix is one line
+            text = str(e)
+            if "auth" in text.lower() or "token" in text.lower() or "Unauthenticated" in text:
+                raise ConfigError(f"--address {address}: the cluster refused this client's authentication; set "
+                                  f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as for any Ray "
+                                  f"client of that cluster") from None
+            raise
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def nodes() -> list[dict]:
+    """What each alive node of the cluster offers: {"CPU": ..., "GPU": ...}."""
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def placement(workers: int | None, offered: list[dict] | None = None, threads: int | None = None) -> dict:
+    """How many workers, and what each holds, from what each node offers (offered; default: the cluster's nodes).
+
+    Where there are GPUs, one GPU per worker (by default one worker per GPU). On CPU nodes every worker gets the
+    same thread count, so every evaluation of a run is scored at the same threads and stays paired: threads (the
+    run's own, on --resume), else 2 where the smallest node has 2 cores or more, else 1; never more than the
+    smallest node has. By default there are as many workers as the nodes can hold at that count; with --workers N
+    and one node, the node's cores are shared among them as before. "fits" is how many of them the nodes can hold
+    at once (the rest wait for a node, and are reported)."""
+    offered = nodes() if offered is None else offered
+    gpus = sum(int(n.get("GPU", 0)) for n in offered)
+    if gpus:
+        count = workers or gpus
+        return {"count": count, "use_gpus": True, "cpus_per_worker": 0, "threads": threads, "fits": min(count, gpus),
+                "largest": f"{max(int(n.get('GPU', 0)) for n in offered)} GPU"}
+    cores = [int(n.get("CPU", 0)) for n in offered if n.get("CPU", 0) >= 1] or [1]
+    smallest = min(cores)
+    if workers and len(cores) == 1 and threads is None:
+        # One machine: its cores are shared among the workers asked for (a share may be a fraction of a core).
+        return {"count": workers, "use_gpus": False, "cpus_per_worker": cores[0] / workers,
+                "threads": max(1, cores[0] // workers), "fits": workers, "largest": f"{cores[0]} CPU"}
+    if threads is None:
+        threads = max(1, min(smallest, sum(cores) // workers)) if workers else min(2, smallest)
+    capacity = sum(c // threads for c in cores)
+    count = workers or max(1, capacity)
+    return {"count": count, "use_gpus": False, "cpus_per_worker": threads, "threads": threads,
+            "fits": min(count, capacity), "largest": f"{max(cores)} CPU"}
+
+
+def live_actor(db: str):
+    """The run actor of the live run holding db, or None when no live run holds it (connects to its Ray)."""
+    from evo.store import lock_is_live, read_lock
+
+    info = read_lock(db)
+    if not info or not lock_is_live(info) or not info.get("actor"):
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level="ERROR",
+                 log_to_driver=False)
+    try:
+        return ray.get_actor(info["actor"], namespace=info["namespace"])
+    except ValueError:
+        raise StoreError(f"{db} is held by a live run whose driver cannot be reached ({info['actor']})") from None

@@ -1,0 +1,80 @@
+"""What a run is doing, as one record: built by the executor while the run is live and rebuilt from the store
+afterwards, rendered by the live view, `evo status` and `evo status --json` (`as_dict()`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# The run statuses a search phase maps to; every other phase is a run still going.
+_ENDED_PHASES = ("finished", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class Best:
+    """The population member with the best noise-aware score."""
+
+    id: str
+    mean_bpb: float
+    std_bpb: float | None
+    n: int
+    n_confirm: int
+    score: float
+
+
+@dataclass(frozen=True)
+class EvaluationCounts:
+    """Evaluations done per purpose (interrupted ones not counted), running now (a worker has them), failed, and
+    children the operators could not make."""
+
+    search_done: int = 0
+    confirm_done: int = 0
+    noise_done: int = 0
+    running: int = 0
+    failed: int = 0
+    invalid: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.search_done + self.confirm_done + self.noise_done
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    status: str                      # running, finished, interrupted or failed
+    phase: str                       # noise, search, confirm, finished, ...
+    elapsed_s: float                 # seconds the run has been active (over every sitting of a resumed run)
+    best: Best | None
+    evaluations: EvaluationCounts
+    target_evaluations: int | None
+    noise_floor: float | None
+    evals_per_hour: float
+    workers: int
+    utilisation: float               # share of the workers' time spent inside evaluations
+    population: int
+    individuals: int
+    llm_cost_usd: float
+    llm_calls: int
+    error: str | None = None
+    notes: tuple[str, ...] = ()     # what the user should hear about the run (a worker left out), one line each
+
+    @classmethod
+    def build(cls, *, run_id: str, phase: str, status: str | None = None, active_seconds: float,
+              busy_seconds: float, workers: int, best: Best | dict | None, evaluations: EvaluationCounts,
+              **rest) -> "RunStatus":
+        """A status whose rates are derived from the counters (throughput, utilisation) the same way wherever it
+        is built."""
+        elapsed = max(active_seconds, 1e-9)
+        if isinstance(best, dict):
+            best = Best(**best)
+        return cls(run_id=run_id, status=status or (phase if phase in _ENDED_PHASES else "running"), phase=phase,
+                   elapsed_s=elapsed, best=best, evaluations=evaluations,
+                   evals_per_hour=evaluations.done / elapsed * 3600, workers=workers,
+                   utilisation=min(1.0, busy_seconds / (elapsed * max(1, workers))), **rest)
+
+    def failed(self, error: str) -> "RunStatus":
+        return dataclasses.replace(self, status="failed", error=error)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,37 @@
+"""The noise-aware score, defined once: selection ranks members by `score()`, the store's `fitness` view computes
+`SCORE_SQL`, and both count only the evaluations whose purpose is in SCORED_PURPOSES.
+
+    std_err = max(std_bpb (sample std; 0 with one evaluation), the run's noise floor (0 when unset)) / sqrt(n)
+    score   = mean_bpb + SCORE_K * std_err                                              (lower is better)
+
+A child measured once is charged a whole noise floor, so it cannot outrank a confirmed member on a lucky draw; a
+member with n evaluations on fresh seeds is charged floor / sqrt(n).
+"""
+
+from __future__ import annotations
+
+import math
+
+SCORE_K = 1.0
+# The purposes whose ok evaluations count towards fitness (replays do not: they are re-measurements on request).
+SCORED_PURPOSES = ("search", "confirm", "noise")
+
+
+def std_err(std_bpb: float | None, n: int, noise_floor: float | None) -> float:
+    """The standard error charged to a member with n ok evaluations (n >= 1)."""
+    return max(std_bpb or 0.0, noise_floor or 0.0) / math.sqrt(max(n, 1))
+
+
+def score(mean_bpb: float, std_bpb: float | None, n: int, noise_floor: float | None) -> float:
+    """The noise-aware score of a member with n ok evaluations (n >= 1)."""
+    return mean_bpb + SCORE_K * std_err(std_bpb, n, noise_floor)
+
+
+def sql_list(values: tuple[str, ...]) -> str:
+    """A tuple of words as a SQL list: ('a', 'b')."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# The same two formulas over the columns of the fitness view (std_bpb, noise_floor, n, mean_bpb, std_err).
+STD_ERR_SQL = "greatest(coalesce(std_bpb, 0), coalesce(noise_floor, 0)) / sqrt(n)"
+SCORE_SQL = f"mean_bpb + {SCORE_K!r} * std_err"
