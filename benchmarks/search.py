@@ -58,6 +58,7 @@ BUDGET_TOKENS = 100_000      # per evaluation: the seed's spread there is about 
 # evo's one setting for the comparison, fixed in advance from the surrogate (RESULTS.md says which variant won).
 EVO = {"operators": "hyper,merge"}
 
+SAMPLE_2 = "hyper.sample=2,hyper.mutate=0.5,hyper.crossover=0.5,merge"
 # Variants of evo's settings compared on the surrogate: RunConfig fields (operators as --operators spells them).
 VARIANTS = {
     "default": {},
@@ -77,6 +78,18 @@ VARIANTS = {
     "steps+close+best": {"adaptive_steps": True, "confirm": "close", "selection": "best"},
     "steps+close+best+pop-4": {"adaptive_steps": True, "confirm": "close", "selection": "best", "population": 4},
     "steps+close+best+2-noise": {"adaptive_steps": True, "confirm": "close", "selection": "best", "noise_seeds": 2},
+    # hyper.sample (fresh draws over a wide range) joined the hyper family; "no-sample" is the mix before it
+    "no-sample": {"operators": "hyper.mutate=0.5,hyper.crossover=0.5,merge"},
+    "sample-2": {"operators": SAMPLE_2},
+    "sample+close": {"confirm": "close"},
+    "sample+close+2-noise": {"confirm": "close", "noise_seeds": 2},
+    "sample+steps+close+best": {"adaptive_steps": True, "confirm": "close", "selection": "best"},
+    "sample+close+t5+2-noise": {"confirm": "close", "tournament_size": 5, "noise_seeds": 2},
+    # "fast": hyper.sample at twice the weight, close confirmation, 2 noise seeds; then the selection settings
+    "fast": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2},
+    "fast+t5": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "tournament_size": 5},
+    "fast+best": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "selection": "best"},
+    "fast+random": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "selection": "random"},
 }
 
 
