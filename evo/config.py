@@ -28,6 +28,7 @@ def setting(default, help: str, **kwargs):
 
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
+CONFIRMS = ("elites", "close")
 # Settings that describe where and how this invocation runs rather than what the run is.
 PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded", "accept_changes")
 
@@ -60,6 +61,10 @@ class RunConfig:
     max_llm_cost: float | None = setting(None, "stop making LLM calls past this spend", metavar="USD")
     noise_seeds: int = setting(3, "seeds the seed genome is measured on (default 3)")
     confirm_seeds: int = setting(2, "fresh seeds each elite is confirmed on (default 2)")
+    confirm: str = setting("elites", "which elites are confirmed: elites (every one) or close (one only while "
+                                     "another member is within two noise floors of it; the best is always confirmed "
+                                     "before the end) (default elites)")
+    adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
     preflight: bool = setting(True, "skip the one-step pre-flight", negate=True)
     time_limit: float | None = setting(None, "wall-clock limit per training (default: budget)", metavar="S")
     memory_mb: float = setting(0, "resident memory limit per evaluation (default none)")
@@ -97,6 +102,8 @@ class RunConfig:
             raise ConfigError(f"--noise-seeds must be at least 2 (a spread needs two draws); got {self.noise_seeds}")
         if self.confirm_seeds < 1:
             raise ConfigError(f"--confirm-seeds must be at least 1; got {self.confirm_seeds}")
+        if self.confirm not in CONFIRMS:
+            raise ConfigError(f"--confirm must be one of {', '.join(CONFIRMS)}; got {self.confirm!r}")
         if self.memory_mb < 0:
             raise ConfigError(f"--memory-mb must be 0 or more; got {self.memory_mb:g}")
         if not self.operators or any(not w > 0 for w in self.operators.values()):

@@ -26,6 +26,7 @@ individuals and evaluations come from wherever the executor stored them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import random
 import statistics
@@ -47,6 +48,11 @@ from operators.variation import Variation
 log = logging.getLogger(__name__)
 
 MAX_INVALID_IN_A_ROW = 50
+CLOSE = 2.0          # confirm="close": an elite is confirmed while another member is within this many noise floors
+# adaptive_steps: hyper.mutate's sigma is its registered value times `step`, which grows by STEP_UP after a child
+# that beats its parent and shrinks by STEP_UP ** -0.25 after one that does not: steady at one success in five.
+STEP_UP = 1.5
+STEP_RANGE = (0.25, 8.0)
 RECENT_ATTEMPTS = 12
 
 
@@ -71,6 +77,7 @@ class Proposal:
     rng: random.Random
     ancestor: Genome | None = None
     context: LLMContext | None = None
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # the operator's, for this child
 
     @property
     def parent_ids(self) -> tuple[str, ...]:
@@ -149,6 +156,7 @@ class SearchPolicy:
         self.proposing = 0                                # handed out by proposals(), not back through child()
         self.attempts: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.invalid_in_a_row = 0
+        self.step = 1.0                                   # adaptive_steps: the multiplier of hyper.mutate's sigma
         self.weights = dict(config.operators) if llm else REGISTRY.offline(config.operators)
         self.seed_id = content_hash(seed_source)
         seeds = random.Random(f"seeds-{config.seed}")
@@ -177,6 +185,7 @@ class SearchPolicy:
         self.counters = Counters(**{k: v for k, v in state["counters"].items() if k in known})
         self.noise_floor = state.get("noise_floor")
         self.phase = state.get("phase", "search")
+        self.step = state.get("step", 1.0)
         self.counters.search_dispatched = self.counters.search_done
         for ind in history.individuals:
             self.parents[ind.id] = tuple(ind.parents)
@@ -208,7 +217,7 @@ class SearchPolicy:
     def state(self) -> dict:
         """What to save to resume from (JSON-able): the random state, counters, phase, noise floor and seeds."""
         return {"rng": self.rng.getstate(), "counters": dataclasses.asdict(self.counters),
-                "noise_floor": self.noise_floor, "phase": self.phase, "search_seed": self.search_seed,
+                "noise_floor": self.noise_floor, "phase": self.phase, "step": self.step, "search_seed": self.search_seed,
                 "fresh_seeds": list(self.fresh_seeds)}
 
     def note_individual(self, id: str, source: str) -> None:
@@ -305,6 +314,9 @@ class SearchPolicy:
         parent = genome.parents[0] if genome.parents else None
         parent_mean = self._mean(parent)
         delta = result["val_bpb"] - parent_mean if ok and parent_mean is not None else None
+        if self.config.adaptive_steps and genome.operator == "hyper.mutate":
+            factor = STEP_UP if delta is not None and delta < 0 else STEP_UP ** -0.25
+            self.step = min(STEP_RANGE[1], max(STEP_RANGE[0], self.step * factor))
         if not ok:
             self.attempts.append(Attempt(genome.description or genome.operator, result["status"], genome.operator,
                                          None, (result.get("error") or "")[:200]))
@@ -321,8 +333,17 @@ class SearchPolicy:
             return
         pending = {(t.individual, t.seed) for t in self.confirm_queue}
         pending |= {(t.individual, t.seed) for t in self.running}
-        for member in elites(self._members(self.population), self.config.elites):
+        members = self._members(self.population)
+        for member in elites(members, self.config.elites):
+            if self.config.confirm == "close" and not self._close(member, members):
+                continue
             self._queue_confirm(member.id, pending)
+
+    def _close(self, member: Member, members: list[Member]) -> bool:
+        """Whether luck could have put member where it is: another member's mean is within CLOSE noise floors of
+        its own. A clear lead needs no confirmation yet (the best is confirmed before the run ends)."""
+        floor = self.noise_floor or 0.0
+        return any(abs(m.mean_bpb - member.mean_bpb) <= CLOSE * floor for m in members if m.id != member.id)
 
     def _queue_confirm(self, id: str, pending: set) -> bool:
         done = {s for s, _, _ in self.results.get(id, [])}
@@ -373,7 +394,11 @@ class SearchPolicy:
             spec, parents = REGISTRY.get(spec.fallback), parents[:1]
         ancestor = self._ancestor(parents) if "ancestor" in spec.needs else None
         context = self._llm_context(parents) if "context" in spec.needs else None
-        return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context)
+        settings = {}
+        if self.config.adaptive_steps and spec.name == "hyper.mutate":
+            base = spec.settings.get("sigma", inspect.signature(spec.function).parameters["sigma"].default)
+            settings["sigma"] = base * self.step
+        return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context, settings)
 
     def child(self, proposal: Proposal, variation: Variation, unavailable: bool = False) -> Verdict:
         """What an operator made of a proposal: invalid (no source), duplicate (a source the run has), rejected (the
@@ -471,7 +496,7 @@ def vary(proposal: Proposal, client=None) -> tuple[Variation, bool]:
     spend cap, refused key, no client)."""
     spec = REGISTRY.get(proposal.operator)
     try:
-        return spec(list(proposal.parents), proposal.rng, proposal.given(client)), False
+        return spec(list(proposal.parents), proposal.rng, proposal.given(client), **proposal.settings), False
     except OperatorUnavailable as e:
         return Variation.invalid(spec.name, str(e)), True
     except Exception as e:  # an operator bug must not end the run: record it against the child

@@ -1,5 +1,6 @@
-"""Offline hyperparameter operators: mutation (one to a few values perturbed within their inferred domains) and
-uniform crossover of two parents' values. Both rewrite only the literals of the assignments they change."""
+"""Offline hyperparameter operators: mutation (one to a few values perturbed within their inferred domains), sampling
+(a few values drawn afresh over a wide range around the parent's) and uniform crossover of two parents' values.
+Each rewrites only the literals of the assignments it changes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from genome.constraints import Domain, Rules
 from operators.variation import Variation
 
 MUTATE = "hyper.mutate"
+SAMPLE = "hyper.sample"
 CROSSOVER = "hyper.crossover"
 
 
@@ -111,6 +113,75 @@ def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_change
     order = [n for n in view if n in changes]
     description = "; ".join(describe_change(n, view[n].text, changes[n], current[n]) for n in order)
     return Variation.child(MUTATE, source, description)
+
+
+def draw(domain: Domain, value, rng: random.Random, *, span: float = 10.0, digits: int = 3):
+    """value drawn afresh over a wide range around it (the result may equal value; callers retry): rates and
+    scales log-uniformly between value / span and value * span, betas the same on the scale of 1 - beta,
+    fractions uniformly within 0.5 of value (inside [0, 1]), powers of two from a quarter to four times value,
+    other ints log-uniformly from half to twice value (in their unit, at least their low), strings and flags
+    uniformly. A switch that is off (0) stays off."""
+    kind = domain.kind
+    if kind == "flag":
+        return rng.random() < 0.5
+    if kind == "choice":
+        return rng.choice(domain.choices)
+    if kind in ("log", "switch"):
+        if value == 0:
+            return value
+        new = value * span ** rng.uniform(-1.0, 1.0)
+        return max(1, round(new)) if isinstance(value, int) else _round_sig(new, digits)
+    if kind == "fraction":
+        return round(rng.uniform(max(0.0, value - 0.5), min(1.0, value + 0.5)), digits)
+    if kind == "beta":
+        gap = min(0.9, _round_sig((1.0 - value) * span ** rng.uniform(-1.0, 1.0), digits - 1))
+        decimals = max(digits, 1 - math.floor(math.log10(gap)) + digits - 1)
+        return round(1.0 - gap, decimals)
+    if kind == "pow2":
+        return max(1, int(value * 2.0 ** rng.randint(-2, 2)))
+    if kind == "step":
+        low = domain.low if domain.low is not None else domain.unit
+        return max(low, domain.unit * round(value * 2.0 ** rng.uniform(-1.0, 1.0) / domain.unit))
+    if kind == "tuple":
+        slots = [i for i, d in enumerate(domain.elements) if d is not None]
+        i = rng.choice(slots)
+        new = draw(domain.elements[i], value[i], rng, span=span, digits=digits)
+        return value[:i] + (new,) + value[i + 1:]
+    raise ValueError(f"no draw for domain kind {kind!r}")
+
+
+def sample(parent: Genome, rng: random.Random, *, min_changes: int = 3, max_changes: int = 12, span: float = 10.0,
+           digits: int = 3, tries: int = 30) -> Variation:
+    """Draws min_changes to max_changes of parent's hyperparameters afresh (see draw(): rates x/÷ span, betas on
+    1 - beta, fractions within 0.5, sizes a few doublings), keeping every inferred constraint: the global step
+    that hyper.mutate's small ones are not, for a parent far from good."""
+    if not 1 <= min_changes <= max_changes or span <= 1 or tries < 1:
+        raise ValueError(f"{SAMPLE} needs 1 <= min_changes <= max_changes, span > 1 and tries >= 1")
+    view = hyperparameters(parent.source)
+    rules = infer_rules(parent.source)
+    names = list(rules.domains)
+    if not names:
+        return Variation.invalid(SAMPLE, "the parent has no hyperparameters this operator can change")
+    wanted = min(len(names), rng.randint(min_changes, max_changes))
+    current = {n: h.value for n, h in view.items()}
+    changes: dict = {}
+    rng.shuffle(names)
+    for name in names:
+        if len(changes) == wanted:
+            break
+        for _ in range(tries):
+            new = draw(rules.domains[name], current[name], rng, span=span, digits=digits)
+            if new != current[name] and type(new) is type(current[name]) \
+                    and not rules.violations({**current, **changes, name: new}):
+                changes[name] = new
+                break
+    if not changes:
+        return Variation.invalid(SAMPLE, "no fresh draw of the parent's hyperparameters keeps their constraints")
+    source = rewrite(parent.source, changes)
+    order = [n for n in view if n in changes]
+    description = "drawn afresh: " + "; ".join(describe_change(n, view[n].text, changes[n], current[n])
+                                              for n in order)
+    return Variation.child(SAMPLE, source, description)
 
 
 def _combined(a: Rules, b: Rules, values_a: dict, values_b: dict) -> Rules:

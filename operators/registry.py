@@ -4,6 +4,7 @@ can be stored.
 
     operator         parents  needs                       fallback
     hyper.mutate     1        -                           -
+    hyper.sample     1        -                           -
     hyper.crossover  2        -                           hyper.mutate
     merge.crossover  2        ancestor                    hyper.mutate
     llm.mutate       1        client, context             -
@@ -188,6 +189,7 @@ def default_registry() -> Registry:
     """The five built-in operators with their default settings."""
     registry = Registry()
     registry.register("hyper.mutate", hyper.mutate, arity=1)
+    registry.register("hyper.sample", hyper.sample, arity=1)
     registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate")
     registry.register("merge.crossover", merge.crossover, arity=2, needs=("ancestor",), fallback="hyper.mutate")
     registry.register("llm.mutate", llm.mutate, arity=1, needs=("client", "context"))

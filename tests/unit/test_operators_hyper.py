@@ -1,11 +1,11 @@
-"""hyper.mutate and hyper.crossover on the real seed train.py (re-read each run: it may be retuned)."""
+"""hyper.mutate, hyper.sample and hyper.crossover on the real seed train.py (re-read each run: it may be retuned)."""
 
 import random
 import re
 
 from genome import Genome, hyperparameters, infer_rules, validate, values
 from operators import get
-from operators.hyper import crossover, mutate
+from operators.hyper import crossover, mutate, sample
 from tests.support.genomes import seed_source, with_hyperparameters
 
 SEED = seed_source()
@@ -94,6 +94,41 @@ def test_a_parent_with_nothing_to_mutate_gives_an_invalid_variation_with_the_rea
     variation = mutate(Genome.seed("import math\nX = math.pi\n"), random.Random(0))
     assert variation.status == "invalid" and variation.source is None
     assert "no hyperparameters" in variation.reason
+
+
+def test_sampling_draws_several_values_over_a_wide_range_and_keeps_every_constraint():
+    rng = random.Random(0)
+    parent_values = values(SEED)
+    rules = infer_rules(SEED)
+    counts, ratios, betas, fractions = [], [], [], []
+    for i in range(500):
+        variation = sample(PARENT, rng)
+        assert variation.ok and variation.operator == "hyper.sample", variation.reason
+        child = values(variation.source)
+        assert rules.violations(child) == [] and _known_constraints(child, parent_values) == []
+        if i % 100 == 0:
+            assert validate(variation.source).ok
+        changed = [n for n in child if child[n] != parent_values[n]]
+        counts.append(len(changed))
+        if "LEARNING_RATE" in changed:
+            ratios.append(child["LEARNING_RATE"] / parent_values["LEARNING_RATE"])
+        if "ADAM_BETA2" in changed:
+            betas.append(child["ADAM_BETA2"])
+        if "WARMDOWN_FRACTION" in changed:
+            fractions.append(child["WARMDOWN_FRACTION"])
+    assert min(counts) >= 3 and max(counts) == 12       # 3 to 12 values at once, not mutate's one or two
+    assert min(ratios) < 0.15 and max(ratios) > 6 and all(0.099 <= r <= 10.1 for r in ratios)   # x/÷ 10
+    assert min(betas) < 0.7 and max(betas) > 0.99 and all(0 < b < 1 for b in betas)   # 1 - 0.95 x/÷ 10
+    assert min(fractions) < 0.1 and max(fractions) > 0.9
+
+
+def test_sampling_leaves_a_switched_off_value_off_and_is_reproducible():
+    parent = Genome.seed(with_hyperparameters(SEED, GRAD_CLIP="0.0"))
+    for seed in range(100):
+        assert values(sample(parent, random.Random(seed), min_changes=12, max_changes=17).source)["GRAD_CLIP"] == 0
+    assert sample(PARENT, random.Random(3)).source == sample(PARENT, random.Random(3)).source
+    assert sample(PARENT, random.Random(3)).description.startswith("drawn afresh: ")
+    assert get("hyper.sample")([PARENT], random.Random(3)).source == sample(PARENT, random.Random(3)).source
 
 
 def test_uniform_crossover_takes_each_value_from_one_parent_and_keeps_the_constraints():

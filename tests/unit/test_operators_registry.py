@@ -21,14 +21,15 @@ def told(a, b, rng, *, ancestor=None, context=None, client=None, **settings):
     return Variation.child("test.told", a.source, ",".join(sorted(k for k, v in given.items() if v is not None)))
 
 
-def test_the_five_operators_are_registered_with_their_arity_needs_and_fallback():
+def test_the_six_operators_are_registered_with_their_arity_needs_and_fallback():
     assert {n: (get(n).arity, get(n).needs, get(n).fallback, get(n).needs_llm) for n in REGISTRY.names()} == {
         "hyper.mutate": (1, (), None, False),
+        "hyper.sample": (1, (), None, False),
         "hyper.crossover": (2, (), "hyper.mutate", False),
         "merge.crossover": (2, ("ancestor",), "hyper.mutate", False),
         "llm.mutate": (1, ("client", "context"), None, True),
         "llm.crossover": (2, ("client", "context", "ancestor"), "hyper.mutate", True)}
-    assert REGISTRY.families() == {"hyper": ["hyper.mutate", "hyper.crossover"], "merge": ["merge.crossover"],
+    assert REGISTRY.families() == {"hyper": ["hyper.mutate", "hyper.sample", "hyper.crossover"], "merge": ["merge.crossover"],
                                    "llm": ["llm.mutate", "llm.crossover"]}
 
 
@@ -74,16 +75,20 @@ def test_a_registration_that_cannot_be_honoured_fails_at_once(register, words):
 
 
 def test_family_weights_are_shared_among_members_and_members_can_be_named_alone():
-    assert parse_weights("hyper=3,llm=1") == {"hyper.mutate": 1.5, "hyper.crossover": 1.5, "llm.mutate": 0.5,
-                                              "llm.crossover": 0.5}
-    assert parse_weights("hyper,merge,llm") == {"hyper.mutate": 0.5, "hyper.crossover": 0.5,
-                                                "merge.crossover": 1.0, "llm.mutate": 0.5, "llm.crossover": 0.5}
-    assert parse_weights("hyper, hyper.mutate=2") == {"hyper.mutate": 2.0, "hyper.crossover": 0.5}
+    assert parse_weights("hyper=3,llm=1") == {"hyper.mutate": 1.0, "hyper.sample": 1.0, "hyper.crossover": 1.0,
+                                              "llm.mutate": 0.5, "llm.crossover": 0.5}
+    third = pytest.approx(1 / 3)
+    assert parse_weights("hyper,merge,llm") == {"hyper.mutate": third, "hyper.sample": third,
+                                                "hyper.crossover": third, "merge.crossover": 1.0, "llm.mutate": 0.5,
+                                                "llm.crossover": 0.5}
+    assert parse_weights("hyper, hyper.mutate=2") == {"hyper.mutate": 2.0, "hyper.sample": third,
+                                                      "hyper.crossover": third}
     assert parse_weights("llm.mutate=0, hyper.mutate") == {"hyper.mutate": 1.0}
 
 
 @pytest.mark.parametrize("spec, words", [
-    ("hyper,genetic", "unknown operator 'genetic' in --operators; known: hyper, hyper.mutate, hyper.crossover, "
+    ("hyper,genetic", "unknown operator 'genetic' in --operators; known: hyper, hyper.mutate, hyper.sample, "
+                      "hyper.crossover, "
                       "merge, merge.crossover, llm, llm.mutate, llm.crossover"),
     ("hyper=x", "must be a number"),
     ("hyper=-1", "must be >= 0"),
@@ -98,9 +103,10 @@ def test_a_bad_operator_spec_is_one_config_error_line(spec, words):
 
 
 def test_without_the_llm_the_offline_operators_carry_the_run():
-    assert REGISTRY.offline(parse_weights("hyper=3,llm=1")) == {"hyper.mutate": 1.5, "hyper.crossover": 1.5}
-    assert REGISTRY.offline(parse_weights("llm")) == {"hyper.mutate": 1.0, "hyper.crossover": 1.0,
-                                                      "merge.crossover": 1.0}
+    assert REGISTRY.offline(parse_weights("hyper=3,llm=1")) == {"hyper.mutate": 1.0, "hyper.sample": 1.0,
+                                                                "hyper.crossover": 1.0}
+    assert REGISTRY.offline(parse_weights("llm")) == {"hyper.mutate": 1.0, "hyper.sample": 1.0,
+                                                      "hyper.crossover": 1.0, "merge.crossover": 1.0}
 
 
 def test_operators_are_called_through_the_registry_with_bound_settings_and_pickle():

@@ -393,3 +393,54 @@ def test_the_hours_limit_ends_the_search_on_the_policys_clock():
     policy.elapse(3600)
     run.run()
     assert policy.phase == "finished" and policy.counters.search_done == 1
+
+
+def test_adaptive_steps_grow_after_a_child_beats_its_parent_and_shrink_after_one_that_does_not():
+    improving = {"v": 3.0}
+
+    def result(task):     # each search child is better than the last until the flag turns
+        if task.purpose != "search":
+            return {"status": "ok", "val_bpb": 3.2 + (task.seed % 3) * 0.01}
+        improving["v"] += -0.05 if improving.get("better", True) else 0.5
+        return {"status": "ok", "val_bpb": improving["v"]}
+
+    policy = SearchPolicy(settings(evaluations=8, adaptive_steps=True, elites=0), SEED)
+    run = Executor(policy, result)
+    while policy.counters.search_done < 2:
+        run.step()
+    assert policy.step == pytest.approx(1.5 ** 2)
+    run.propose()
+    sigmas = [p.settings["sigma"] for p, _, _ in run.proposed]
+    assert sigmas[0] == pytest.approx(0.3) and sigmas[-1] == pytest.approx(0.3 * 1.5 ** 2)
+    improving["better"] = False
+    while policy.counters.search_done < 4:
+        run.step()
+    assert policy.step == pytest.approx(1.5 ** 2 * 1.5 ** -0.5)
+    saved = json.loads(json.dumps(policy.state()))
+    assert SearchPolicy(policy.config, SEED, history=History(saved)).step == policy.step
+
+
+def test_without_adaptive_steps_proposals_carry_no_settings():
+    policy = SearchPolicy(settings(), SEED)
+    noise_done(policy)
+    assert all(p.settings == {} for p in policy.proposals())
+
+
+def test_close_confirmation_skips_an_elite_with_a_clear_lead_and_confirms_a_close_one():
+    values = {}
+
+    def result(task):
+        if task.individual == SEED_ID:
+            return {"status": "ok", "val_bpb": 3.2 + (task.seed % 2) * 0.01}   # noise floor about 0.007
+        return {"status": "ok", "val_bpb": values.setdefault(task.individual, 3.0 if not values else 3.005)}
+
+    policy = SearchPolicy(settings(evaluations=3, elites=1, confirm="close"), SEED)
+    run = Executor(policy, result)
+    while policy.counters.search_done < 1:
+        run.step()
+    assert not policy.confirm_queue                    # 0.2 ahead of the seed: no confirmation yet
+    while policy.counters.search_done < 2:
+        run.step()
+    assert [t.purpose for t in policy.confirm_queue] == ["confirm"]   # a rival within 2 noise floors
+    run.run()
+    assert policy.best()["n_confirm"] == 1             # the best is still confirmed before the run ends
