@@ -75,17 +75,25 @@ def _watch(live, config: RunConfig) -> RunStatus:
             except KeyboardInterrupt:
                 what = received.pop() if received else "Ctrl-C"
                 if stopping:
-                    print(f"\n{what} again: stopping at once; every finished evaluation is stored. "
-                          f"resume with: evo run --resume --db {config.db}", file=sys.stderr, flush=True)
+                    _stop_at_once(what, config)
                     raise
                 stopping = True
-                print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
-                      f"({what} again to stop at once)", file=sys.stderr, flush=True)
-                live.stop()
+                try:
+                    print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
+                          f"({what} again to stop at once)", file=sys.stderr, flush=True)
+                    live.stop()
+                except KeyboardInterrupt:  # the second one came while the first was being handled
+                    _stop_at_once(received.pop() if received else "Ctrl-C", config)
+                    raise
         if final.error is None:
             view.update(final)
     live.close()
     return final
+
+
+def _stop_at_once(what: str, config: RunConfig) -> None:
+    print(f"\n{what} again: stopping at once; every finished evaluation is stored. "
+          f"resume with: evo run --resume --db {config.db}", file=sys.stderr, flush=True)
 
 
 def _report(final: RunStatus, config: RunConfig) -> int:
