@@ -78,8 +78,9 @@ def placement(workers: int | None, offered: list[dict] | None = None, threads: i
                 "largest": f"{max(int(n.get('GPU', 0)) for n in offered)} GPU"}
     cores = [int(n.get("CPU", 0)) for n in offered if n.get("CPU", 0) >= 1] or [1]
     smallest = min(cores)
-    if workers and len(cores) == 1 and threads is None:
-        # One machine: its cores are shared among the workers asked for (a share may be a fraction of a core).
+    if workers and len(cores) == 1 and threads in (None, max(1, cores[0] // workers)):
+        # One machine: its cores are shared among the workers asked for (a share may be a fraction of a core); a
+        # resume with the threads that sharing gives keeps it, so a run of more workers than cores resumes whole.
         return {"count": workers, "use_gpus": False, "cpus_per_worker": cores[0] / workers,
                 "threads": max(1, cores[0] // workers), "fits": workers, "largest": f"{cores[0]} CPU"}
     if threads is None:

@@ -30,7 +30,8 @@ def setting(default, help: str, **kwargs):
 EXTENDABLE = ("evaluations", "hours")
 CONFIRMS = ("elites", "close")
 # Settings that describe where and how this invocation runs rather than what the run is.
-PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded", "accept_changes")
+PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded", "accept_changes",
+                  "llm_timeout")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class RunConfig:
     program: str = setting("program.md", "the research direction (default program.md)")
     model: str | None = setting(None, "Claude model for the LLM operators")
     max_llm_cost: float | None = setting(None, "stop making LLM calls past this spend", metavar="USD")
+    llm_timeout: float = setting(300.0, "seconds one LLM call may take before it is retried (default 300)",
+                                 metavar="S")
     noise_seeds: int = setting(3, "seeds the seed genome is measured on (default 3)")
     confirm_seeds: int = setting(2, "fresh seeds each elite is confirmed on (default 2)")
     confirm: str = setting("elites", "which elites are confirmed: elites (every one) or close (one only while "
@@ -98,6 +101,8 @@ class RunConfig:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}")
         if self.max_llm_cost is not None and self.max_llm_cost < 0:
             raise ConfigError(f"--max-llm-cost must be 0 or more; got {self.max_llm_cost:g}")
+        if not self.llm_timeout > 0:
+            raise ConfigError(f"--llm-timeout must be positive; got {self.llm_timeout:g}")
         if self.noise_seeds < 2:
             raise ConfigError(f"--noise-seeds must be at least 2 (a spread needs two draws); got {self.noise_seeds}")
         if self.confirm_seeds < 1:

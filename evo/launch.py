@@ -63,6 +63,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     from operators.llm_client import UNAVAILABLE, settings_from_env
     from operators.registry import REGISTRY
 
+    _check_writable(config.db)
     resume_run_id = stored_state = None
     if config.resume:
         if not Path(config.db).exists():
@@ -94,7 +95,8 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     config = dataclasses.replace(config, db=str(Path(config.db).expanduser().resolve()))
     llm_settings = None
     if any(REGISTRY.get(name).needs_llm for name in config.operators):
-        settings = settings_from_env(os.environ, model=config.model, max_cost_usd=config.max_llm_cost)
+        settings = settings_from_env(os.environ, model=config.model, max_cost_usd=config.max_llm_cost,
+                                     timeout_s=config.llm_timeout)
         if settings.available:
             llm_settings = settings
         else:
@@ -112,6 +114,20 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
     return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state)
+
+
+def _check_writable(db: str) -> None:
+    """The run writes the store and its lock file beside it: a folder or file it cannot write (a read-only mount;
+    root ignores file modes, not those) is refused here in one line, before Ray starts."""
+    path = Path(db).expanduser()
+    for target in (path.parent, path) if path.exists() else (path.parent,):
+        try:
+            read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue  # a folder that does not exist: DuckDB says so when it opens the store
+        if read_only or not os.access(target, os.W_OK):
+            why = "it is on a read-only file system" if read_only else "no permission to write it"
+            raise StoreError(f"--db {db}: cannot write {target} ({why}); a run writes its store there")
 
 
 RELEASE_WAIT = 20.0   # seconds a resume waits for a driver that is still letting go of the store

@@ -62,13 +62,14 @@ def _intact(bundle: TaskBundle, base: Path) -> bool:
         return False
 
 
-def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...], Path]:
+def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...], Path, bool]:
     """Writes the bundle under root (once per content, again if its files changed since), returns (prepare.py,
-    other harness files, dataset folder)."""
+    other harness files, dataset folder, whether a damaged copy was written again)."""
     base = root / "bundles" / bundle.digest
     dataset = base / "datasets" / bundle.dataset_key
     done = base / ".complete"
-    if done.exists() and not _intact(bundle, base):
+    repaired = done.exists() and not _intact(bundle, base)
+    if repaired:
         shutil.rmtree(base, ignore_errors=True)
     if not done.exists():
         tmp = root / "bundles" / f".{bundle.digest}.tmp-{os.getpid()}"
@@ -82,7 +83,10 @@ def materialize(bundle: TaskBundle, root: Path) -> tuple[Path, tuple[Path, ...],
         except OSError:  # another worker on this node got there first
             shutil.rmtree(tmp, ignore_errors=True)
     harness = [base / "harness" / name for name in bundle.harness_files]
-    return harness[0], tuple(harness[1:]), dataset
+    return harness[0], tuple(harness[1:]), dataset, repaired
+
+
+REPAIRED = "the task files in the cache were damaged (changed or missing) and were written again from the run's copy"
 
 
 @ray.remote(max_restarts=0)
@@ -95,8 +99,8 @@ class Worker:
         self.require_shield = require_shield
         self.threads = threads
         self.memory_mb = memory_mb
-        self.cache_root = Path(cache_root)
-        self.harness, self.fixed, self.dataset = materialize(bundle, self.cache_root)
+        self.bundle, self.cache_root = bundle, Path(cache_root)
+        self.harness, self.fixed, self.dataset, self.repaired = materialize(bundle, self.cache_root)
         gpus = ray.get_gpu_ids()
         self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
         self.node = socket.gethostname()
@@ -106,13 +110,17 @@ class Worker:
 
     def describe(self) -> dict:
         return {"name": self.name, "node": self.node, "node_id": self.node_id, "pid": os.getpid(),
-                "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES"), "conditions": self.conditions}
+                "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES"), "conditions": self.conditions,
+                "repaired": self.repaired}
 
     def evaluate(self, source: str, seed: int, budget_seconds: float | None, budget_tokens: int | None,
                  time_limit: float | None = None, preflight: bool = False) -> dict:
         """Trains and scores one child (after a pre-flight when asked); returns the sandbox's result with where
         and when it ran."""
         started = time.time()
+        # The task files on disk are checked before each evaluation (a few MB hashed: milliseconds): a copy damaged
+        # or removed since (a failing disk, a cleaned cache) is written again, so no score is made on other files.
+        self.harness, self.fixed, self.dataset, repaired = materialize(self.bundle, self.cache_root)
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
                               threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env,
@@ -120,6 +128,11 @@ class Worker:
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)
+        if repaired:
+            result["log"] = f"evo: {REPAIRED}\n" + (result.get("log") or "")
+        if not _intact(self.bundle, self.cache_root / "bundles" / self.bundle.digest):
+            result.update(status="crash", val_bpb=None,
+                          error="the task files in the cache changed during this evaluation; its score is not used")
         result.update(worker=f"{self.name}@{self.node_id[:8]}", node=self.node, started_at=started,
                       finished_at=time.time(), conditions=self.conditions,
                       cuda_visible_devices=self.env.get("CUDA_VISIBLE_DEVICES"))
@@ -196,7 +209,10 @@ class WorkerPool:
             w = refs[ref]
             del self._pending[w]
             try:
-                conditions = ray.get(ref).get("conditions") or {}
+                described = ray.get(ref)
+                conditions = described.get("conditions") or {}
+                if described.get("repaired"):
+                    self.notes.append(f"worker-{w} on {described.get('node')}: {REPAIRED}")
                 self.ready.add(w)
                 self.conditions = self.conditions or conditions
                 self._note_speed(conditions)

@@ -39,19 +39,20 @@ def run(args, argv) -> int:
     return _report(final, ready.config)
 
 
-class _Signalled(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, handled as Ctrl-C is."""
-
-
 @contextmanager
 def _stop_signals():
-    """SIGTERM and SIGHUP stop the run as Ctrl-C does (schedulers, containers and `timeout` send them)."""
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (schedulers, containers and `timeout` send them). Yields the
+    names of the signals received: Ray turns an interrupt inside its own waits into a plain KeyboardInterrupt, so
+    the name cannot travel with the exception."""
+    received: list[str] = []
+
     def handler(signum, frame):
-        raise _Signalled(signal.Signals(signum).name)
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield received
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -60,7 +61,7 @@ def _stop_signals():
 def _watch(live, config: RunConfig) -> RunStatus:
     stopping = False
     said = 0
-    with _stop_signals(), LiveView(quiet=config.quiet) as view:
+    with _stop_signals() as received, LiveView(quiet=config.quiet) as view:
         while True:
             try:
                 final = live.done(timeout=1.0)
@@ -71,20 +72,28 @@ def _watch(live, config: RunConfig) -> RunStatus:
                     print(f"evo run: {note}", file=sys.stderr, flush=True)
                 said = len(status.notes)
                 view.update(status)
-            except KeyboardInterrupt as e:
-                what = str(e) or "Ctrl-C"
+            except KeyboardInterrupt:
+                what = received.pop() if received else "Ctrl-C"
                 if stopping:
-                    print(f"\n{what} again: stopping at once; every finished evaluation is stored. "
-                          f"resume with: evo run --resume --db {config.db}", file=sys.stderr, flush=True)
+                    _stop_at_once(what, config)
                     raise
                 stopping = True
-                print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
-                      f"({what} again to stop at once)", file=sys.stderr, flush=True)
-                live.stop()
+                try:
+                    print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
+                          f"({what} again to stop at once)", file=sys.stderr, flush=True)
+                    live.stop()
+                except KeyboardInterrupt:  # the second one came while the first was being handled
+                    _stop_at_once(received.pop() if received else "Ctrl-C", config)
+                    raise
         if final.error is None:
             view.update(final)
     live.close()
     return final
+
+
+def _stop_at_once(what: str, config: RunConfig) -> None:
+    print(f"\n{what} again: stopping at once; every finished evaluation is stored. "
+          f"resume with: evo run --resume --db {config.db}", file=sys.stderr, flush=True)
 
 
 def _report(final: RunStatus, config: RunConfig) -> int:

@@ -82,13 +82,19 @@ class StoreWriter(StoreReader):
             self.conn.begin()
             try:
                 yield self.conn
+                self.conn.commit()  # inside: a commit fails too (a full disk), and must say so in one line
             except duckdb.Error as e:
-                self.conn.rollback()
+                self._rollback()
                 raise StoreError(f"{self.path.name}: {str(e).strip().splitlines()[0]}") from None
             except BaseException:
-                self.conn.rollback()
+                self._rollback()
                 raise
-            self.conn.commit()
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except duckdb.Error:
+            pass  # the failed commit already ended the transaction
 
     def _require_run(self, conn, run_id: str) -> None:
         if not conn.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:

@@ -20,13 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: status, body (a dict is sent as JSON, bytes as they are), extra headers, and a delay
-    before answering (longer than the client's timeout makes it time out)."""
+    """One scripted answer: status, body (a dict is sent as JSON, bytes as they are), extra headers, a delay
+    before answering (longer than the client's timeout makes it time out), and cut_after: send only that many
+    bytes of the body (its full length announced), then close the connection."""
 
     status: int = 200
     body: dict | bytes = b""
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
+    cut_after: int | None = None
 
 
 def message(text: str, *, input_tokens: int = 1200, output_tokens: int = 80, cache_read: int = 0,
@@ -44,6 +46,11 @@ def message(text: str, *, input_tokens: int = 1200, output_tokens: int = 80, cac
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+
+def cut(reply: Reply, after: int = 40) -> Reply:
+    """reply, its connection closed after `after` bytes of the body (the client sees an incomplete answer)."""
+    return Reply(reply.status, reply.body, reply.headers, reply.delay, cut_after=after)
 
 
 def error(status: int, message_text: str = "scripted error", *, retry_after_ms: int = 10) -> Reply:
@@ -136,6 +143,11 @@ class MessagesServer:
                     for k, v in reply.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
+                    if reply.cut_after is not None:
+                        self.wfile.write(payload[:reply.cut_after])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): nothing to answer

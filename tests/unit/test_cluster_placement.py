@@ -31,6 +31,8 @@ def test_every_worker_gets_the_smallest_nodes_thread_count():
 def test_a_resume_keeps_its_threads_and_says_how_many_workers_fit():
     kept = placement(2, [{"CPU": 2}], threads=1)
     assert kept["threads"] == 1 and kept["fits"] == 2
+    shared = placement(3, [{"CPU": 2}], threads=1)   # more workers than cores: each keeps its share
+    assert shared["count"] == shared["fits"] == 3 and shared["cpus_per_worker"] == pytest.approx(2 / 3)
     too_big = placement(2, [{"CPU": 1}, {"CPU": 1}], threads=2)
     assert too_big["fits"] == 0 and too_big["largest"] == "1 CPU"
 
