@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from evo.conditions import cpu_model  # noqa: E402,F401  (the other benchmarks import it from here)
 
 
 def timed(cmd, env):
@@ -26,16 +29,6 @@ def timed(cmd, env):
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     return time.time() - t0, proc.stdout
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():

@@ -3,7 +3,6 @@
     start_ray(address)      joins --address with that cluster's own authentication (RAY_AUTH_MODE, RAY_AUTH_TOKEN
                             as for any Ray client), or starts a local instance with authentication off
     placement(workers)      how many workers, and what each holds (one GPU, or a share of the CPUs)
-    live_actor(db)          the run actor of the live run holding db, or None
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 import re
 import socket
 
-from evo.errors import ConfigError, StoreError
+from evo.errors import ConfigError
 
 NAMESPACE = "evo"
 
@@ -89,21 +88,3 @@ def placement(workers: int | None, offered: list[dict] | None = None, threads: i
     count = workers or max(1, capacity)
     return {"count": count, "use_gpus": False, "cpus_per_worker": threads, "threads": threads,
             "fits": min(count, capacity), "largest": f"{max(cores)} CPU"}
-
-
-def live_actor(db: str):
-    """The run actor of the live run holding db, or None when no live run holds it (connects to its Ray)."""
-    from evo.store import lock_is_live, read_lock
-
-    info = read_lock(db)
-    if not info or not lock_is_live(info) or not info.get("actor"):
-        return None
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=info["ray_address"], namespace=info["namespace"], logging_level="ERROR",
-                 log_to_driver=False)
-    try:
-        return ray.get_actor(info["actor"], namespace=info["namespace"])
-    except ValueError:
-        raise StoreError(f"{db} is held by a live run whose driver cannot be reached ({info['actor']})") from None

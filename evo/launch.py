@@ -56,7 +56,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     """The run's settings (the stored ones on --resume), its seed, program, data and LLM settings, checked.
     notify gets the notes worth a line (no API key, data being prepared)."""
     from evo.evaluate_file import ensure_dataset
-    from evo.store import describe_lock, lock_is_live, open_reader, read_lock
+    from evo.store import describe_lock, lock_is_live, read_lock
     from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
     from evo.workers import bundle_task
     from genome import validate

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from evo.proctree import die_with_parent, kill_tree, marked_pids
 

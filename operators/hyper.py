@@ -89,12 +89,22 @@ def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_change
     that are powers of two double or halve, other ints step by 1 or 2, strings switch among known values."""
     if sigma <= 0 or max_changes < 1 or tries < 1:
         raise ValueError(f"{MUTATE} needs sigma > 0, max_changes >= 1 and tries >= 1")
+    count = lambda: min(max_changes, 1 + (rng.random() < 0.4) + (rng.random() < 0.25))  # one change most often
+    return _change_some(parent, rng, MUTATE, count,
+                        lambda domain, value: perturb(domain, value, rng, sigma=sigma, digits=digits), tries,
+                        "no change to the parent's hyperparameters keeps their constraints", "")
+
+
+def _change_some(parent: Genome, rng: random.Random, operator: str, count, new_value, tries: int, none_kept: str,
+                 prefix: str) -> Variation:
+    """Changes count() of parent's hyperparameters, chosen at random, each to a new_value(domain, value) that keeps
+    every inferred constraint (up to tries draws each): hyper.mutate's and hyper.sample's common walk."""
     view = hyperparameters(parent.source)
     rules = infer_rules(parent.source)
     names = list(rules.domains)
     if not names:
-        return Variation.invalid(MUTATE, "the parent has no hyperparameters this operator can change")
-    wanted = min(len(names), max_changes, 1 + (rng.random() < 0.4) + (rng.random() < 0.25))
+        return Variation.invalid(operator, "the parent has no hyperparameters this operator can change")
+    wanted = min(len(names), count())
     current = {n: h.value for n, h in view.items()}
     changes: dict = {}
     rng.shuffle(names)
@@ -102,17 +112,17 @@ def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_change
         if len(changes) == wanted:
             break
         for _ in range(tries):
-            new = perturb(rules.domains[name], current[name], rng, sigma=sigma, digits=digits)
+            new = new_value(rules.domains[name], current[name])
             if new != current[name] and type(new) is type(current[name]) \
                     and not rules.violations({**current, **changes, name: new}):
                 changes[name] = new
                 break
     if not changes:
-        return Variation.invalid(MUTATE, "no change to the parent's hyperparameters keeps their constraints")
+        return Variation.invalid(operator, none_kept)
     source = rewrite(parent.source, changes)
     order = [n for n in view if n in changes]
-    description = "; ".join(describe_change(n, view[n].text, changes[n], current[n]) for n in order)
-    return Variation.child(MUTATE, source, description)
+    return Variation.child(operator, source, prefix + "; ".join(describe_change(n, view[n].text, changes[n],
+                                                                                current[n]) for n in order))
 
 
 def draw(domain: Domain, value, rng: random.Random, *, span: float = 10.0, digits: int = 3):
@@ -157,31 +167,9 @@ def sample(parent: Genome, rng: random.Random, *, min_changes: int = 3, max_chan
     that hyper.mutate's small ones are not, for a parent far from good."""
     if not 1 <= min_changes <= max_changes or span <= 1 or tries < 1:
         raise ValueError(f"{SAMPLE} needs 1 <= min_changes <= max_changes, span > 1 and tries >= 1")
-    view = hyperparameters(parent.source)
-    rules = infer_rules(parent.source)
-    names = list(rules.domains)
-    if not names:
-        return Variation.invalid(SAMPLE, "the parent has no hyperparameters this operator can change")
-    wanted = min(len(names), rng.randint(min_changes, max_changes))
-    current = {n: h.value for n, h in view.items()}
-    changes: dict = {}
-    rng.shuffle(names)
-    for name in names:
-        if len(changes) == wanted:
-            break
-        for _ in range(tries):
-            new = draw(rules.domains[name], current[name], rng, span=span, digits=digits)
-            if new != current[name] and type(new) is type(current[name]) \
-                    and not rules.violations({**current, **changes, name: new}):
-                changes[name] = new
-                break
-    if not changes:
-        return Variation.invalid(SAMPLE, "no fresh draw of the parent's hyperparameters keeps their constraints")
-    source = rewrite(parent.source, changes)
-    order = [n for n in view if n in changes]
-    description = "drawn afresh: " + "; ".join(describe_change(n, view[n].text, changes[n], current[n])
-                                              for n in order)
-    return Variation.child(SAMPLE, source, description)
+    return _change_some(parent, rng, SAMPLE, lambda: rng.randint(min_changes, max_changes),
+                        lambda domain, value: draw(domain, value, rng, span=span, digits=digits), tries,
+                        "no fresh draw of the parent's hyperparameters keeps their constraints", "drawn afresh: ")
 
 
 def _combined(a: Rules, b: Rules, values_a: dict, values_b: dict) -> Rules:

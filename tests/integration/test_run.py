@@ -4,16 +4,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from evo import shield
 from evo.store import open_reader
-from evo.errors import StoreError
 from tests.support.genomes import FAILING, ROOT, tiny_source
+from tests.support.runs import evo, wait_for_reader
 
 TINY_RUN = ["--population", "4", "--budget-tokens", "4096", "--workers", "2", "--operators", "hyper,merge",
             "--no-preflight", "--noise-seeds", "2", "--confirm-seeds", "1"]
@@ -23,22 +21,6 @@ def task_dir(tmp_path, seed=None):
     (tmp_path / "train.py").write_text(seed or tiny_source())
     (tmp_path / "program.md").write_text((ROOT / "program.md").read_text())
     return tmp_path
-
-
-def evo(evo_bin, cwd, *args, timeout=600):
-    return subprocess.run([evo_bin, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "EVO_LOG_LEVEL": "ERROR"})
-
-
-def wait_for_reader(db, seconds=60):
-    deadline = time.time() + seconds
-    while True:
-        try:
-            return open_reader(db)
-        except StoreError:
-            if time.time() > deadline:
-                raise
-            time.sleep(1)
 
 
 def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
