@@ -1,9 +1,13 @@
 """The executor of a search: runs what the policy (evo.population) asks for on the Ray workers, stores every
 result, and reports it back. Runs inside the run actor (evo.run_actor).
 
-Each pass of its loop: finished evaluations are stored, each committed before anything else happens, and reported to
-the policy; finished proposals are stored and handed to the policy; the policy moves through its phases; new
-proposals start (the LLM ones in threads, so they overlap with training); every free worker gets the next task.
+Each pass of its loop: finished evaluations are stored, each committed as soon as the loop gets to it, and reported
+to the policy; the workers they freed get their next tasks right after the first of them is committed, before the
+rest of the batch and the bookkeeping (population, the policy's state), so workers that finish together do not all
+wait for the whole batch to be stored; finished proposals are stored and handed to the policy; the policy moves
+through its phases; new proposals start (the LLM ones in threads, so they overlap with training; the offline ones
+are made here, until PROPOSING_SLICE seconds are up or an evaluation finishes, so a finished evaluation never
+waits behind a long batch of them); every free worker gets the next task.
 A worker that dies costs its evaluation (stored as a crash) and is replaced; a stopped run stores its in-flight
 evaluations as interrupted, and their children stay proposed for --resume.
 
@@ -25,6 +29,8 @@ from evo.run_status import EvaluationCounts, RunStatus
 from evo.workers import Finished, WorkerPool
 
 log = logging.getLogger(__name__)
+
+PROPOSING_SLICE = 0.05   # seconds of proposing per pass of the loop while the policy wants more children
 
 
 class Engine:
@@ -84,15 +90,14 @@ class Engine:
                     self.store.set_noise_floor(self.run_id, self.policy.noise_floor)
                     self.store.set_population(self.run_id, self.policy.population)
                     self._save()
-                for proposal in self.policy.proposals():
-                    self._start_proposal(proposal)
+                more = self._propose(until=time.monotonic() + PROPOSING_SLICE)
                 if self.policy.close_search():
                     self._save()
                     self.store.finish_run(self.run_id, "finished")
                     self.threads.shutdown(wait=False, cancel_futures=True)
                     return self.status()
                 self._dispatch()
-            self.pool.wait(0.25)
+            self.pool.wait(0 if more else 0.25)
 
     def stop(self) -> None:
         self.stopping = True
@@ -105,7 +110,8 @@ class Engine:
             self.pool.submit(task, self.policy.genome(task.individual).source, task.seed, preflight=task.preflight)
 
     def _record(self, done: Finished) -> None:
-        """Stores a finished evaluation, then reports it to the policy and stores what changed."""
+        """Stores a finished evaluation, reports it to the policy, hands the free workers their next tasks, and
+        stores what changed (the population, the policy's state)."""
         task: Task = done.task
         result = done.result
         self.busy_seconds += done.seconds
@@ -123,6 +129,7 @@ class Engine:
             self.store.finish_run(self.run_id, "failed")
             self.stopping = True
             raise
+        self._dispatch()  # the free workers' next tasks go out before the bookkeeping below
         if self.policy.population != population:
             self.store.set_population(self.run_id, self.policy.population)
         self._save()
@@ -138,6 +145,20 @@ class Engine:
         self.threads.shutdown(wait=False, cancel_futures=True)
 
     # -- proposals -------------------------------------------------------------------------------------------------
+
+    def _propose(self, until: float) -> bool:
+        """Starts the children the policy wants, one at a time, until it wants no more, the time is up or an
+        evaluation has finished; the offline ones are made here and handed over at once. True when the policy
+        wants more: the loop comes back after serving the workers, so proposing never keeps a finished evaluation
+        waiting long."""
+        while True:
+            started = self.policy.proposals(limit=1)
+            if not started:
+                return False
+            self._start_proposal(started[0])
+            self._collect_proposals()
+            if time.monotonic() >= until or self.pool.finished():
+                return True
 
     def _start_proposal(self, proposal: Proposal) -> None:
         """An LLM operator runs in a thread, so its calls overlap with training; an offline one runs here."""

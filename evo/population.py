@@ -3,7 +3,8 @@ to evaluate next and what to confirm; no Ray and no store.
 
     noise phase    the seed genome on `noise_seeds` seeds: the noise floor, and a first check that the task works
     search phase   the next task is a confirm evaluation if an elite needs one, else the next child; children are
-                   proposed ahead of the workers
+                   proposed ahead of the workers, from the start: during the noise phase children of the seed are
+                   proposed, so slow (LLM) proposals are ready when the first worker is free for a child
     final phase    the best is confirmed on fresh seeds before it is reported
 
 Seeds: every search evaluation uses the run's search seed, so parent and child are compared on the same draw;
@@ -364,16 +365,21 @@ class SearchPolicy:
 
     # -- proposals -------------------------------------------------------------------------------------------------
 
-    def proposals(self) -> list[Proposal]:
+    def proposals(self, limit: int | None = None) -> list[Proposal]:
         """The children to start proposing now: up to lookahead of them ahead of the workers, counting those
-        waiting and those being proposed (fewer near the end). Each must come back through child()."""
+        waiting and those being proposed (fewer near the end), at most limit of them now. Each must come back
+        through child().
+
+        During the noise phase they are children of the seed, made before its val_bpb is known, so that an LLM's
+        latency passes while the seed is measured; they wait for a worker until the noise phase ends (if the seed
+        fails, they are never run)."""
         out: list[Proposal] = []
-        if self.phase != "search" or not self.population:
+        if self.phase not in ("noise", "search"):
             return out
         wanted = self.lookahead
         if self.config.evaluations is not None:
             wanted = min(wanted, self.config.evaluations - self.counters.search_dispatched)
-        while len(self.ready) + self.proposing < wanted:
+        while len(self.ready) + self.proposing < wanted and (limit is None or len(out) < limit):
             proposal = self._proposal()
             if proposal is None:
                 break
@@ -386,8 +392,11 @@ class SearchPolicy:
             return None
         spec = REGISTRY.pick(self.weights, self.rng)
         members = self._members(self.population)
-        chosen = select_parents(members, spec.arity, self.rng, self.config.selection, self.config.tournament_size)
-        parents = [self.genomes[m.id] for m in chosen]
+        if members:
+            chosen = select_parents(members, spec.arity, self.rng, self.config.selection, self.config.tournament_size)
+            parents = [self.genomes[m.id] for m in chosen]
+        else:  # the noise phase: the seed is the only individual there is
+            parents = [self.genomes[self.seed_id]] * spec.arity
         if len({p.id for p in parents}) < spec.arity:  # one individual twice: the operator's one-parent fallback
             if spec.fallback not in self.weights:
                 return None

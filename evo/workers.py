@@ -257,6 +257,10 @@ class WorkerPool:
                                               preflight=preflight)
         self.running[ref] = _Running(task, seed, w, time.time())
 
+    def finished(self) -> bool:
+        """Whether an evaluation has finished and waits for collect()."""
+        return bool(self.running) and bool(ray.wait(list(self.running), num_returns=1, timeout=0)[0])
+
     def wait(self, timeout: float | None) -> None:
         """Until an evaluation finishes or timeout seconds pass (None: until one finishes)."""
         refs = list(self.running)

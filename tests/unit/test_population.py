@@ -125,7 +125,7 @@ def test_the_seed_is_measured_on_the_noise_seeds_before_any_child():
     assert [t.individual for t in tasks] == [SEED_ID] * 3 and {t.purpose for t in tasks} == {"noise"}
     assert [t.seed for t in tasks] == [policy.search_seed, *policy.fresh_seeds[:2]]  # children pair with the first
     assert [t.preflight for t in tasks] == [True, False, False]
-    assert policy.next_task() is None and policy.proposals() == []
+    assert policy.next_task() is None
     for t, v in zip(tasks, (3.10, 3.12, 3.14)):
         assert not policy.close_noise_phase()
         policy.report(t, {"status": "ok", "val_bpb": v})
@@ -133,6 +133,23 @@ def test_the_seed_is_measured_on_the_noise_seeds_before_any_child():
     assert policy.noise_floor == pytest.approx(statistics.stdev([3.10, 3.12, 3.14]))
     assert policy.population == [SEED_ID]
     assert len(policy.proposals()) == policy.lookahead
+
+
+def test_children_of_the_seed_are_proposed_while_the_seed_is_measured_and_run_after_it():
+    policy = SearchPolicy(settings(noise_seeds=2), SEED, lookahead=3)
+    proposals = policy.proposals(limit=1)
+    assert len(proposals) == 1
+    proposals += policy.proposals()
+    assert len(proposals) == 3 and all(p.parent_ids == (SEED_ID,) for p in proposals)
+    assert policy.proposals() == []  # lookahead counts those being proposed
+    children = [policy.child(p, *vary(p)).id for p in proposals]
+    noise = [policy.next_task(), policy.next_task()]
+    assert {t.purpose for t in noise} == {"noise"}
+    assert policy.next_task() is None  # a child waits for the noise floor
+    for t in noise:
+        policy.report(t, {"status": "ok", "val_bpb": 3.1})
+    assert policy.close_noise_phase()
+    assert policy.next_task() == Task(children[0], policy.search_seed, "search")
 
 
 def test_a_seed_that_fails_its_noise_evaluation_stops_the_run():
@@ -174,6 +191,9 @@ def test_parents_come_from_the_population_and_best_selection_takes_the_best():
     run.run()
     assert len(run.proposed) >= 6
     for proposal, population, best in run.proposed:
+        if not population:  # proposed while the seed was measured: the seed is the only parent there is
+            assert proposal.parent_ids == (SEED_ID,)
+            continue
         assert set(proposal.parent_ids) <= set(population)
         assert proposal.parent_ids[0] == best
     assert len({best for _, _, best in run.proposed}) > 1   # the best changed on the way
