@@ -54,7 +54,7 @@ def test_finished_workers_are_back_at_work_before_the_rest_of_their_batch_is_sto
         final = Engine(config, store, pool.slots, pool.make, run_id=run_id, seed_source=source, program="").run()
     finally:
         pool.stop()
-    assert final["status"] == "finished" and final["evaluations"]["search_done"] == 12
+    assert final.status == "finished" and final.evaluations.search_done == 12
     rows = store.store.conn.execute(
         "SELECT worker, purpose, log, epoch_us(started_at) / 1e6 FROM evaluations WHERE run_id = ? ORDER BY started_at",
         [run_id]).fetchall()

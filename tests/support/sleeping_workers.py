@@ -13,6 +13,7 @@ plus seed noise: children inherit most of their parents' fitness, so lineages gr
 
 import asyncio
 import functools
+import os
 import hashlib
 import math
 import random
@@ -77,6 +78,10 @@ class SleepingWorkers:
     async def calls(self) -> list[str]:
         return list(self.served)
 
+    async def describe(self, slot: str) -> dict:
+        return {"name": slot, "node": "simulated", "node_id": self.node_id, "pid": os.getpid(),
+                "cuda_visible_devices": None, "conditions": {"threads": 1, "device": "simulated"}}
+
 
 class Slot:
     """One simulated worker as the WorkerPool holds it: evaluate.remote(...) runs on its shared process."""
@@ -84,6 +89,7 @@ class Slot:
     def __init__(self, actor, name: str):
         self.actor, self.name = actor, name
         self.evaluate = SimpleNamespace(remote=functools.partial(actor.evaluate.remote, name))
+        self.describe = SimpleNamespace(remote=functools.partial(actor.describe.remote, name))
 
 
 class SimulatedWorkers:
