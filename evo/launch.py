@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -136,7 +135,7 @@ RELEASE_WAIT = 20.0   # seconds a resume waits for a driver that is still lettin
 def _open_when_released(db: str, notify: Callable[[str], None]):
     """A reader of db; while the driver of the run being resumed is still letting go of the file (a killed `evo
     run` whose run actor is shutting down), waits up to RELEASE_WAIT for it, saying so once."""
-    from evo.store import open_reader, read_lock
+    from evo.store import lock_is_live, open_reader, read_lock
 
     deadline = time.monotonic() + RELEASE_WAIT
     said = False
@@ -145,26 +144,15 @@ def _open_when_released(db: str, notify: Callable[[str], None]):
             return open_reader(db)
         except StoreError as e:
             holder = read_lock(db) or {}
-            driver = holder.get("driver_pid") if holder.get("hostname") == socket.gethostname() else None
-            if "in use" not in str(e) or time.monotonic() > deadline or driver is None or _alive(driver):
+            # The lock's own liveness check, on the driver that started the run actor (another host: live).
+            driver_live = not holder.get("driver_pid") or \
+                lock_is_live({**holder, "pid": holder["driver_pid"], "pid_start": None})
+            if "in use" not in str(e) or time.monotonic() > deadline or driver_live:
                 raise
             if not said:
                 notify(f"waiting up to {RELEASE_WAIT:g} s for the previous driver to let go of {Path(db).name}")
                 said = True
             time.sleep(0.5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class LiveRun:
