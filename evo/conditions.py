@@ -51,12 +51,17 @@ def machine(threads: int | None, visible_gpus: str | None = None) -> dict:
             "gpu": gpu_model(visible_gpus), "torch": _version("torch"), "python": platform.python_version()}
 
 
+def files_digest(files: dict[str, bytes]) -> str:
+    """A digest of named files' bytes (16 hex digits), whatever order they come in."""
+    h = hashlib.sha256()
+    for name, data in sorted(files.items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
 def task(harness_files: dict[str, bytes], dataset_key: str) -> dict:
     """The harness's fingerprint (its files' bytes) and the dataset's key."""
-    h = hashlib.sha256()
-    for name, data in sorted(harness_files.items()):
-        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return {"harness": h.hexdigest()[:16], "dataset": dataset_key}
+    return {"harness": files_digest(harness_files), "dataset": dataset_key}
 
 
 def changes(before: dict, now: dict, keys=COMPARED + ("harness", "dataset")) -> list[str]:

@@ -37,10 +37,7 @@ class TaskBundle:
 
     @property
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for name, data in sorted({**self.harness_files, **self.dataset_files}.items()):
-            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        return h.hexdigest()[:16]
+        return conditions.files_digest({**self.harness_files, **self.dataset_files})
 
 
 def bundle_task(harness_files: list[Path], dataset: Path) -> TaskBundle:
