@@ -200,6 +200,8 @@ class SearchPolicy:
         self.population = list(history.population)
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
             self.phase = "search" if self.population else "noise"
+        if self.phase in ("final", "finished") and not self._search_over():
+            self.phase = "search"        # resumed with its stop conditions extended: search on, then confirm again
         for ind in history.individuals:
             if ind.status != "proposed" or (ind.id == self.seed_id and self.phase == "noise"):
                 continue

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from evo.store import lock_path, open_reader, open_writer
-from tests.support.genomes import napper_source
+from tests.support.genomes import ROOT, napper_source
 from tests.support.messages_server import MessagesServer, cut, error, message
 from tests.support.runs import (NAP_RUN, LiveRun, environment, evo, fill, one_line, read_only_view, small_filesystem,
                                 task_dir, wait_for_reader)
@@ -92,6 +92,39 @@ def test_a_killed_run_resumes_at_once_with_its_workers_threads_and_conditions(ev
     assert {e.conditions["threads"] for e in ok} == {1}
     compared = ("threads", "device", "cpu", "torch", "harness", "dataset")
     assert len({json.dumps({k: e.conditions[k] for k in compared}) for e in ok}) == 1  # before and after alike
+
+
+def test_a_resume_under_changed_conditions_is_refused_unless_accepted_and_the_change_is_recorded(evo_bin, tmp_path):
+    cwd = task_dir(tmp_path, napper_source(0.5))
+    first = evo(evo_bin, cwd, "run", "--evaluations", "2", "--workers", "2", *NAP_RUN)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # The task folder gets its own harness, one comment apart from the one the run was scored with: val_bpb could
+    # mean something else now, so children scored from here on would not pair with those scored before.
+    for name in ("prepare.py", "kernels.py"):
+        (cwd / name).write_text((ROOT / name).read_text() + "\n# changed after the run started\n")
+    refused = evo(evo_bin, cwd, "run", "--resume", "--evaluations", "4")
+    assert refused.returncode != 0
+    line = one_line(refused.stderr)
+    assert "--resume cannot reproduce the run's conditions (harness " in line and "--accept-changes" in line, line
+    with open_reader(cwd / "evo.duckdb") as db:
+        stored = db.latest_run()
+        assert stored.status == "finished" and not stored.state.get("changes")     # refused: nothing written
+        before = [e for e in db.evaluations(stored.run_id) if e.status == "ok"]
+
+    accepted = evo(evo_bin, cwd, "run", "--resume", "--evaluations", "4", "--accept-changes")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "resuming with changed conditions (harness " in accepted.stdout + accepted.stderr
+    with open_reader(cwd / "evo.duckdb") as db:
+        stored = db.latest_run()
+        assert stored.status == "finished"
+        [change] = stored.state["changes"]
+        assert change["changed"][0].startswith("harness ") and " -> " in change["changed"][0]
+        after = [e for e in db.evaluations(stored.run_id) if e.status == "ok" and e not in before]
+        searched = sum(e.purpose == "search" for e in db.evaluations(stored.run_id))
+    old, new = before[0].conditions["harness"], after[0].conditions["harness"]
+    assert change["changed"][0] == f"harness {old} -> {new}" and old != new
+    assert {e.conditions["harness"] for e in before} == {old} and {e.conditions["harness"] for e in after} == {new}
+    assert searched == 4                                # the run went on to its extended stop condition
 
 
 LLM_EDIT = ('Hypothesis: saying more at the end helps.\n\n<<<<<<< SEARCH\nprint("END", time.time(), flush=True)\n'

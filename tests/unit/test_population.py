@@ -1,5 +1,6 @@
 """The search policy driven directly, as an executor drives it, with made-up results: no Ray, no store."""
 
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -299,6 +300,23 @@ def test_an_interrupted_evaluation_is_run_again_after_resume():
     resumed.report(task, {"status": "ok", "val_bpb": bpb(task.individual, task.seed)})
     Executor(resumed, stored=run).run()
     assert resumed.phase == "finished" and resumed.counters.search_done == 5
+
+
+def test_a_finished_run_resumed_with_more_evaluations_searches_on_and_its_best_is_confirmed():
+    policy = SearchPolicy(settings(evaluations=3, elites=0), SEED)
+    run = Executor(policy)
+    run.run()
+    assert policy.phase == "finished"
+    same = SearchPolicy(policy.config, SEED, lookahead=policy.lookahead, history=run.history())
+    assert same.close_search()                       # nothing more to do with the same stop conditions
+    longer = dataclasses.replace(policy.config, evaluations=6)
+    resumed = SearchPolicy(longer, SEED, lookahead=policy.lookahead, history=run.history())
+    assert resumed.phase == "search" and not resumed.close_search()
+    more = Executor(resumed, stored=run)
+    more.run()
+    assert resumed.phase == "finished" and resumed.counters.search_done == 6
+    assert [t.purpose for t in more.tasks].count("search") == 3
+    assert resumed.best()["n_confirm"] >= 1          # the best of the longer run is confirmed before it ends
 
 
 def test_a_run_interrupted_in_its_noise_phase_measures_the_seed_again():
