@@ -1,7 +1,6 @@
 """Reading a finished run: evo sql, lineage, show, export (scored again by evo eval), logs."""
 
 import json
-import os
 import subprocess
 
 import pytest

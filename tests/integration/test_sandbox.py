@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -11,9 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 
-from evo.proctree import marked_pids
 from evo.sandbox import Budget, EvalRequest, clean_environment, evaluate
 from tests.support.genomes import ROOT, tiny_source
 from tests.support.processes import processes
