@@ -18,7 +18,9 @@ count. It reads top to bottom, the contract first:
        progress()                the fraction of the budget spent so far, in [0, 1]
        submit(model)             the end of training; model(idx[B, T]) -> logits[B, T, V]
 
-3. The metric: evaluate_program(), val_bpb computed here from the model's logits, with a causality check.
+3. The metric: evaluate_program(), val_bpb computed here from the model's logits, with a causality check; and
+   evaluate_test(), the same on the test split, which selection never sees (a search scores many children on
+   one validation split, and its best overfits it; the test split says by how much).
 4. Data preparation: the sources, the tokenizer, the split, and the cache they are kept in. Which corpus is used is
    yours to choose (the flags below); how it is split and tokenized is as fixed as the metric.
 5. The command line:
@@ -70,11 +72,11 @@ VOCAB_SIZE = 1024                # BPE vocabulary, including the BOS token
 SEQ_LEN = 256                    # context length the metric evaluates at
 DEFAULT_BUDGET_SECONDS = 60      # training budget when nobody sets one (sized for a 2-core CPU)
 DEFAULT_SEED = 42                # the seed when nobody sets one
-VAL_EVERY = 20                   # every 20th document goes to validation (5%)
+VAL_EVERY = 20                   # every 20th document goes to validation (5%), another 20th to test (5%)
 EVAL_BATCH = 8                   # sequences per evaluation step
 EVAL_MAX_TOKENS = 1 << 20        # at most this many validation tokens are scored
 CAUSALITY_TOLERANCE = 1e-3       # nats: how far a log-probability may move when only later tokens change
-PREPARE_VERSION = 1              # bump when the data layout or the split changes
+PREPARE_VERSION = 2              # bump when the data layout or the split changes (2: the test split)
 
 SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 BOS_TOKEN = "<|bos|>"
@@ -84,6 +86,15 @@ DOC_SEPARATOR = "<|endoftext|>"
 
 class HarnessError(Exception):
     """Bad input or a broken cache: reported as one line, never as a traceback."""
+
+
+class DataOutdated(HarnessError):
+    """The active dataset was prepared by an older layout (PREPARE_VERSION); from_default: it came from the
+    embedded default corpus, so it can be prepared again without asking which source."""
+
+    def __init__(self, message: str, from_default: bool):
+        super().__init__(message)
+        self.from_default = from_default
 
 
 # Set when evo's sandbox runs train.py: a harness process serves this one over a channel, and nothing here reads data.
@@ -334,12 +345,12 @@ class ModelRefused(Exception):
     """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
 
 
-def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows of SEQ_LEN + 1 validation tokens, a whole number of EVAL_BATCH batches, ordered
-    so that a batch never holds a window and its continuation: batch b holds windows b, b + nb, b + 2 nb, ...
-    (with nb batches), so one row's future is never another row of the same batch."""
-    _refuse_in_training_process("the validation split")
-    tokens = _load_tokens(val_dir / "val.bin")
+def _windows(split_dir: Path, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows of SEQ_LEN + 1 tokens of a held-out split ("val" or "test"), a whole number of
+    EVAL_BATCH batches, ordered so that a batch never holds a window and its continuation: batch b holds windows
+    b, b + nb, b + 2 nb, ... (with nb batches), so one row's future is never another row of the same batch."""
+    _refuse_in_training_process(f"the {split} split")
+    tokens = _load_tokens(split_dir / f"{split}.bin")
     n = min((len(tokens) - 1) // SEQ_LEN, EVAL_MAX_TOKENS // SEQ_LEN)
     n = max(EVAL_BATCH, n - n % EVAL_BATCH)
     if (n * SEQ_LEN + 1) > len(tokens):  # tiny validation split: wrap around so the batch is whole
@@ -347,9 +358,9 @@ def _val_windows(val_dir: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.arange(n).view(EVAL_BATCH, n // EVAL_BATCH).t().reshape(-1) * SEQ_LEN
     rows = tokens[starts[:, None] + torch.arange(SEQ_LEN + 1)]
     try:
-        token_bytes = torch.from_numpy(np.load(val_dir / "token_bytes.npy")).to(device)
+        token_bytes = torch.from_numpy(np.load(split_dir / "token_bytes.npy")).to(device)
     except (OSError, ValueError) as e:
-        raise HarnessError(f"cannot read {val_dir / 'token_bytes.npy'} ({e}): run `python prepare.py`") from None
+        raise HarnessError(f"cannot read {split_dir / 'token_bytes.npy'} ({e}): run `python prepare.py`") from None
     return rows.to(device), token_bytes
 
 
@@ -384,13 +395,25 @@ def check_causality(model, x: torch.Tensor, log_probs: torch.Tensor, vocab: int,
                            f"moved the log-probabilities at or before it by {worst:.3g} nats")
 
 
-@torch.no_grad()
 def evaluate_program(model, val_dir: Path, device, check_seed: int | None = None) -> dict:
     """val_bpb of model on the validation split: cross-entropy from the model's logits, computed here, summed
     in nats over every scored token, divided by ln 2 and by the raw byte length of the target tokens. Every batch
     is also checked for causality (check_causality) at cut points drawn from check_seed, a fresh secret when
     none is given."""
-    rows, token_bytes = _val_windows(Path(val_dir), device)
+    bpb, tokens = _split_bpb(model, Path(val_dir), "val", device, check_seed)
+    return {"val_bpb": bpb, "eval_tokens": tokens}
+
+
+def evaluate_test(model, test_dir: Path, device, check_seed: int | None = None) -> dict:
+    """test_bpb: the same metric on the test split. Selection never reads it: a run measures it for the
+    individuals it confirms and reports its best's beside its val_bpb."""
+    bpb, _ = _split_bpb(model, Path(test_dir), "test", device, check_seed)
+    return {"test_bpb": bpb}
+
+
+@torch.no_grad()
+def _split_bpb(model, split_dir: Path, split: str, device, check_seed: int | None) -> tuple[float, int]:
+    rows, token_bytes = _windows(split_dir, split, device)
     vocab = len(token_bytes)
     gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") if check_seed is None else check_seed)
     total_nats = 0.0
@@ -406,7 +429,7 @@ def evaluate_program(model, val_dir: Path, device, check_seed: int | None = None
         nbytes = token_bytes[y.reshape(-1)]
         total_nats += (nats.double() * (nbytes > 0)).sum().item()
         total_bytes += int(nbytes.sum().item())
-    return {"val_bpb": total_nats / (math.log(2) * total_bytes), "eval_tokens": int(rows[:, 1:].numel())}
+    return total_nats / (math.log(2) * total_bytes), int(rows[:, 1:].numel())
 
 
 # ---------------------------------------------------------------------------
@@ -605,15 +628,18 @@ def encode_documents(enc, documents: list[str], bos: int) -> np.ndarray:
     return out
 
 
-def split_documents(documents: list[str]) -> tuple[list[str], list[str]]:
-    """Deterministic split by document: every VAL_EVERY-th document (by position) is validation."""
-    if len(documents) < 2:
-        raise HarnessError(f"need at least 2 documents to split train from validation; found {len(documents)}")
+def split_documents(documents: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Deterministic split by document position: of every VAL_EVERY documents, the middle one is validation and
+    the first one test; the rest is training. With fewer documents than that, the last one is validation."""
+    if len(documents) < 3:
+        raise HarnessError(f"need at least 3 documents to split train, validation and test; found "
+                           f"{len(documents)}")
     val = [d for i, d in enumerate(documents) if i % VAL_EVERY == VAL_EVERY // 2]
-    train = [d for i, d in enumerate(documents) if i % VAL_EVERY != VAL_EVERY // 2]
+    test = [d for i, d in enumerate(documents) if i % VAL_EVERY == 0]
+    train = [d for i, d in enumerate(documents) if i % VAL_EVERY not in (0, VAL_EVERY // 2)]
     if not val:
         val, train = train[-1:], train[:-1]
-    return train, val
+    return train, val, test
 
 
 # ---------------------------------------------------------------------------
@@ -621,7 +647,8 @@ def split_documents(documents: list[str]) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------------
 # datasets/<key>/meta.json        what was built, from what, with file digests and the fingerprint
 # datasets/<key>/train/           tokenizer.json, train.bin: all the training process is given
-# datasets/<key>/val/             val.bin, token_bytes.npy: only the evaluation process reads these
+# datasets/<key>/val/             val.bin, token_bytes.npy: only the scoring process reads these
+# datasets/<key>/test/            test.bin, token_bytes.npy: the same, and only when asked for test_bpb
 
 def dataset_key(source: Source) -> str:
     material = {"source": source.key_material, "vocab": VOCAB_SIZE, "val_every": VAL_EVERY, "version": PREPARE_VERSION}
@@ -667,43 +694,50 @@ def _build(source: Source, root: Path) -> None:
     t0 = time.time()
     print(f"Data: reading {source.name} ...")
     documents = source.documents()
-    train_docs, val_docs = split_documents(documents)
-    print(f"Data: {len(documents)} documents ({len(train_docs)} train, {len(val_docs)} validation); "
+    train_docs, val_docs, test_docs = split_documents(documents)
+    print(f"Data: {len(documents)} documents ({len(train_docs)} train, {len(val_docs)} validation, "
+          f"{len(test_docs)} test); "
           f"training a {VOCAB_SIZE}-token BPE ...")
     tok = train_tokenizer(train_docs)
     enc = encoding_from_json(tok)
     train_ids = encode_documents(enc, train_docs, tok["bos"])
     val_ids = encode_documents(enc, val_docs, tok["bos"])
-    if len(val_ids) < SEQ_LEN + 1:
-        raise HarnessError(f"the validation split has {len(val_ids)} tokens; it needs at least {SEQ_LEN + 1}: "
-                           f"give more text")
+    test_ids = encode_documents(enc, test_docs, tok["bos"])
+    for name, ids in (("validation", val_ids), ("test", test_ids)):
+        if len(ids) < SEQ_LEN + 1:
+            raise HarnessError(f"the {name} split has {len(ids)} tokens; it needs at least {SEQ_LEN + 1}: "
+                               f"give more text")
 
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "train").mkdir(parents=True)
     (tmp / "val").mkdir()
+    (tmp / "test").mkdir()
     (tmp / "train" / "tokenizer.json").write_text(json.dumps(tok))
     train_ids.tofile(tmp / "train" / "train.bin")
     val_ids.tofile(tmp / "val" / "val.bin")
-    np.save(tmp / "val" / "token_bytes.npy", token_byte_lengths(tok))
+    test_ids.tofile(tmp / "test" / "test.bin")
+    for split in ("val", "test"):
+        np.save(tmp / split / "token_bytes.npy", token_byte_lengths(tok))
     files = {}
-    for rel in ("train/tokenizer.json", "train/train.bin", "val/val.bin", "val/token_bytes.npy"):
+    for rel in ("train/tokenizer.json", "train/train.bin", "val/val.bin", "val/token_bytes.npy", "test/test.bin",
+                "test/token_bytes.npy"):
         files[rel] = {"size": (tmp / rel).stat().st_size, "sha256": _sha256_file(tmp / rel)}
     meta = {
         "source": source.name,
         "key": source.key_material,
         "vocab_size": tok["bos"] + 1,
-        "documents": {"train": len(train_docs), "val": len(val_docs)},
-        "tokens": {"train": int(len(train_ids)), "val": int(len(val_ids))},
+        "documents": {"train": len(train_docs), "val": len(val_docs), "test": len(test_docs)},
+        "tokens": {"train": int(len(train_ids)), "val": int(len(val_ids)), "test": int(len(test_ids))},
         "fingerprint": {"tokenizer": files["train/tokenizer.json"]["sha256"][:16],
-                        "val": files["val/val.bin"]["sha256"][:16]},
+                        "val": files["val/val.bin"]["sha256"][:16], "test": files["test/test.bin"]["sha256"][:16]},
         "files": files,
         "version": PREPARE_VERSION,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
-    print(f"Data: {len(train_ids):,} train and {len(val_ids):,} validation tokens at {root} "
+    print(f"Data: {len(train_ids):,} train, {len(val_ids):,} validation and {len(test_ids):,} test tokens at {root} "
           f"({time.time() - t0:.1f}s)")
 
 
@@ -720,11 +754,16 @@ def active_dataset() -> Path:
     problem = _check_dataset(root, deep=False)
     if problem:
         raise HarnessError(f"prepared data is damaged ({problem}): run `python prepare.py` to rebuild it")
+    meta = json.loads((root / "meta.json").read_text())
+    if meta.get("version") != PREPARE_VERSION:
+        raise DataOutdated(f"the prepared data at {root} has layout version {meta.get('version')}, and this "
+                           f"prepare.py needs version {PREPARE_VERSION}: run `python prepare.py` again with the "
+                           f"flags it was prepared with", from_default=meta.get("key", {}).get("kind") == "kjv")
     return root
 
 
 def fingerprint(dataset: Path | None = None) -> dict:
-    """Digests of the tokenizer and the validation tokens, for runs to record next to their results."""
+    """Digests of the tokenizer and the validation and test tokens, for runs to record next to their results."""
     root = Path(dataset) if dataset else active_dataset()
     return json.loads((root / "meta.json").read_text())["fingerprint"]
 
@@ -775,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             source = default_source()
         root = prepare(source, force=args.force)
         fp = fingerprint(root)
-        print(f"Ready: tokenizer {fp['tokenizer']}, validation {fp['val']}.")
+        print(f"Ready: tokenizer {fp['tokenizer']}, validation {fp['val']}, test {fp['test']}.")
         return 0
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -145,6 +145,7 @@ class EvalConfig:
     seed: int | None = setting(None, "evaluation seed (default: the harness's)")
     time_limit: float | None = setting(None, "wall-clock limit of training (default: from budget)", metavar="S")
     threads: int | None = setting(None, "torch threads (default: torch's own choice)", metavar="N")
+    test: bool = setting(False, "also score the test split (test_bpb), which `evo run` never selects on")
 
     def __post_init__(self):
         if self.seed is not None and self.seed < 0:

@@ -26,6 +26,7 @@ from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
 from evo.run_status import EvaluationCounts, RunStatus
+from evo.scoring import TEST_PURPOSES
 from evo.workers import Finished, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Engine:
         self.llm = llm_client
         self.stopping = False
         self.busy_seconds = 0.0
+        self.test_bpb: dict[str, list[float]] = {}   # individual -> its test_bpb values; reported, never selected on
         self.proposing: list[tuple[Proposal, Future]] = []
         self.threads = ThreadPoolExecutor(max_workers=max(1, llm_client.settings.max_concurrent if llm_client else 1),
                                           thread_name_prefix="propose")
@@ -55,7 +57,10 @@ class Engine:
         with self.lock:
             if state:
                 self.busy_seconds = state["counters"].get("busy_seconds", 0.0)
-                history = History(state, store.individuals(run_id, with_source=True), store.evaluations(run_id),
+                evaluations = store.evaluations(run_id)
+                for e in evaluations:
+                    self._note_test(e.individual_id, e.test_bpb)
+                history = History(state, store.individuals(run_id, with_source=True), evaluations,
                                   store.population(run_id))
                 self.policy = SearchPolicy(config, seed_source, history=history, **options)
             else:
@@ -107,7 +112,8 @@ class Engine:
             task = self.policy.next_task()
             if task is None:
                 return
-            self.pool.submit(task, self.policy.genome(task.individual).source, task.seed, preflight=task.preflight)
+            self.pool.submit(task, self.policy.genome(task.individual).source, task.seed, preflight=task.preflight,
+                             test=task.purpose in TEST_PURPOSES)
 
     def _record(self, done: Finished) -> None:
         """Stores a finished evaluation, reports it to the policy, hands the free workers their next tasks, and
@@ -122,6 +128,7 @@ class Engine:
         self.store.add_evaluation(self.run_id, task.individual, result, purpose=task.purpose,
                                   worker=result.get("worker"), started_at=utc(result.get("started_at", done.started)),
                                   finished_at=utc(result.get("finished_at")))
+        self._note_test(task.individual, result.get("test_bpb") if result.get("status") == "ok" else None)
         population = list(self.policy.population)
         try:
             self.policy.report(task, result)
@@ -197,6 +204,10 @@ class Engine:
                                       worker=evaluation.get("worker"))
             return None
 
+    def _note_test(self, individual: str, test_bpb: float | None) -> None:
+        if test_bpb is not None:
+            self.test_bpb.setdefault(individual, []).append(test_bpb)
+
     # -- status ------------------------------------------------------------------------------------------------------
 
     def status(self) -> RunStatus:
@@ -205,10 +216,17 @@ class Engine:
             busy = self.busy_seconds + sum(time.time() - r.started for r in self.pool.running.values())
             return RunStatus.build(
                 run_id=self.run_id, phase=p.phase, active_seconds=c.active_seconds, busy_seconds=busy,
-                workers=self.pool.size, best=p.best(),
+                workers=self.pool.size, best=self._best(),
                 evaluations=EvaluationCounts(c.search_done, c.confirm_done, c.noise_done, self.pool.running_count,
                                              c.failed, c.invalid),
                 target_evaluations=self.config.evaluations, noise_floor=p.noise_floor,
                 population=len(p.population), individuals=len(p.parents),
                 llm_cost_usd=self.llm.spent_usd if self.llm else 0.0,
                 llm_calls=len(self.llm.usage) if self.llm else 0, notes=tuple(self.pool.notes))
+
+    def _best(self) -> dict | None:
+        best = self.policy.best()
+        if best is None:
+            return None
+        tests = self.test_bpb.get(best["id"])
+        return {**best, "test_bpb": sum(tests) / len(tests) if tests else None}

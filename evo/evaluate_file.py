@@ -14,21 +14,31 @@ from evo.task_files import fixed_files, harness_path, load_harness, read_genome_
 
 
 def ensure_dataset(harness_file: Path, notify: Callable[[str], None] | None = None) -> tuple[Path, dict]:
-    """The active prepared dataset and its fingerprint; prepares the embedded default when nothing is prepared."""
+    """The active prepared dataset and its fingerprint; prepares the embedded default when nothing is prepared, or
+    when what is prepared came from it under an older layout of the harness."""
     harness = load_harness(harness_file)
     try:
         if not (harness.cache_dir() / "active.json").exists():
-            if notify:
-                notify("no prepared data yet: running prepare.py on the embedded default")
-            code = subprocess.call([sys.executable, str(harness_file)],
-                                   stdout=sys.stderr if notify else subprocess.DEVNULL)
-            if code != 0:
-                raise TaskError(f"{harness_file} failed to prepare the data (exit {code})")
-        root = harness.active_dataset()
+            _prepare_default(harness_file, "no prepared data yet", notify)
+        try:
+            root = harness.active_dataset()
+        except harness.DataOutdated as e:
+            if not e.from_default:
+                raise
+            _prepare_default(harness_file, "the prepared data has an older layout", notify)
+            root = harness.active_dataset()
         fingerprint_of = harness.fingerprint
         return root, fingerprint_of(root)
     except harness.HarnessError as e:
         raise TaskError(str(e)) from None
+
+
+def _prepare_default(harness_file: Path, why: str, notify: Callable[[str], None] | None) -> None:
+    if notify:
+        notify(f"{why}: running prepare.py on the embedded default")
+    code = subprocess.call([sys.executable, str(harness_file)], stdout=sys.stderr if notify else subprocess.DEVNULL)
+    if code != 0:
+        raise TaskError(f"{harness_file} failed to prepare the data (exit {code})")
 
 
 def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Callable[[str], None] | None = None,
@@ -47,7 +57,8 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
         notify(f"evaluating {path}: budget {budget.describe()}, seed {seed}")
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,
                           cache_root=harness.cache_dir(),
-                          time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file))
+                          time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file),
+                          test=config.test)
     result = evaluate(request, on_line=on_line).to_dict()
     result["fingerprint"] = fingerprint
     return result

@@ -20,6 +20,8 @@ class Best:
     n: int
     n_confirm: int
     score: float
+    test_bpb: float | None = None   # mean bpb on the test split over the evaluations that measured it (no selection
+                                    # reads it: it says how much the search overfit the validation split)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class EvalRequest:
     memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
     fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
     score: bool = True            # False: stop after the train phase (the pre-flight)
+    test: bool = False            # True: the scorer also measures test_bpb on the test split
     batches: int | None = None    # serve at most this many batches, whatever their size (the pre-flight: 1)
     require_shield: bool = False  # True: where the shield cannot run, fail instead of training unshielded
     cache_root: Path | None = None  # the harness's cache_dir() (data, bundles), covered from the training process
@@ -100,6 +101,7 @@ class EvalRequest:
 class EvalResult:
     status: str                   # ok, crash, timeout, oom, rejected, interrupted
     val_bpb: float | None = None
+    test_bpb: float | None = None   # only when the request asked for it; selection never reads it
     training_seconds: float | None = None
     total_seconds: float | None = None
     tokens: int | None = None
@@ -322,9 +324,14 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                 "weights": str(inside / "input" / WEIGHTS_FILE), "val_dir": str(inside / "data" / "val")}
         binds = [shield.Bind(str(request.harness), spec["harness"]), shield.Bind(str(private), str(inside / "input")),
                  shield.Bind(str(request.dataset / "val"), spec["val_dir"])]
+        if request.test:
+            spec["test_dir"] = str(inside / "data" / "test")
+            binds.append(shield.Bind(str(request.dataset / "test"), spec["test_dir"]))
     else:
         spec = {"harness": str(request.harness), "model": str(private / MODEL_FILE),
                 "weights": str(private / WEIGHTS_FILE), "val_dir": str(request.dataset / "val")}
+        if request.test:
+            spec["test_dir"] = str(request.dataset / "test")
     spec.update(device=device, threads=request.threads)
     spec_path = private / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -335,7 +342,7 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda")
     else:
         shield.prepare_scratch(work / "scorer", work / "scorer-tmp")
-    reader = _PipeReader(read_end)
+    reader = _PipeReader(read_end, test=request.test)
     reader.start()
     try:
         code, log, _ = _run_phase(cmd, work / "scorer", _phase_env(env, shielded, work, "scorer"), EVAL_PHASE_LIMIT,
@@ -354,15 +361,16 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         result.status, result.error = status, f"scoring failed: {reason}"
         return
     result.status, result.val_bpb, result.error = scored["status"], scored.get("val_bpb"), scored.get("error")
+    result.test_bpb = scored.get("test_bpb")
     result.eval_seconds, result.num_params = scored.get("eval_seconds"), scored.get("num_params")
 
 
 class _PipeReader(threading.Thread):
     """Reads the scorer's result pipe to its end (at most 1 MiB), so the scorer never blocks on it."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, test: bool = False):
         super().__init__(daemon=True)
-        self.fd, self.data = fd, b""
+        self.fd, self.data, self.test = fd, b"", test
 
     def run(self):
         with os.fdopen(self.fd, "rb") as f:
@@ -376,6 +384,8 @@ class _PipeReader(threading.Thread):
         if not isinstance(scored, dict) or scored.get("status") not in ("ok", "rejected"):
             return None
         if scored["status"] == "ok" and not isinstance(scored.get("val_bpb"), float):
+            return None
+        if scored["status"] == "ok" and self.test and not isinstance(scored.get("test_bpb"), float):
             return None
         return scored
 

@@ -3,8 +3,8 @@
     python -I -m evo.score SPEC RESULT_FD
 
 SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "weights": the
-weights handed over at the budget's end, "val_dir", "device", "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the
-task bundle's copy, the archive the bytes the batch server received. No code from train.py runs here: the archive
+weights handed over at the budget's end, "val_dir", "test_dir" (only when test_bpb is asked for), "device",
+"threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the task bundle's copy, the archive the bytes the batch server received. No code from train.py runs here: the archive
 is parsed and checked by evo.graph_archive before any tensor is built (no torch loader ever sees it), and the graph
 runs op by op from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
 takes it only from there and only when this process exits 0.
@@ -37,6 +37,8 @@ def score(spec: dict) -> dict:
         model = archive.callable(device)
         result = {"status": "ok", **harness.evaluate_program(model, Path(spec["val_dir"]), device),
                   "num_params": archive.num_params()}
+        if spec.get("test_dir"):
+            result.update(harness.evaluate_test(model, Path(spec["test_dir"]), device))
     except ArchiveRefused as e:
         result = {"status": "rejected", "error": f"archive refused: {e}"}
     except harness.ModelRefused as e:

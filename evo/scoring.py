@@ -15,6 +15,9 @@ import math
 SCORE_K = 1.0
 # The purposes whose ok evaluations count towards fitness (replays do not: they are re-measurements on request).
 SCORED_PURPOSES = ("search", "confirm", "noise")
+# The evaluations that also measure test_bpb on the test split: the seed's noise evaluations and every confirmation,
+# so the seed and any individual that can be reported as the best have it. Nothing here or in selection reads it.
+TEST_PURPOSES = ("confirm", "noise")
 
 
 def std_err(std_bpb: float | None, n: int, noise_floor: float | None) -> float:

@@ -111,9 +111,9 @@ class Worker:
                 "repaired": self.repaired}
 
     def evaluate(self, source: str, seed: int, budget_seconds: float | None, budget_tokens: int | None,
-                 time_limit: float | None = None, preflight: bool = False) -> dict:
-        """Trains and scores one child (after a pre-flight when asked); returns the sandbox's result with where
-        and when it ran."""
+                 time_limit: float | None = None, preflight: bool = False, test: bool = False) -> dict:
+        """Trains and scores one child (after a pre-flight when asked; with test_bpb too when test); returns the
+        sandbox's result with where and when it ran."""
         started = time.time()
         # The task files on disk are checked before each evaluation (a few MB hashed: milliseconds): a copy damaged
         # or removed since (a failing disk, a cleaned cache) is written again, so no score is made on other files.
@@ -121,14 +121,14 @@ class Worker:
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
                               threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env,
-                              require_shield=self.require_shield, cache_root=self.cache_root)
+                              require_shield=self.require_shield, cache_root=self.cache_root, test=test)
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
         result = outcome.to_dict(with_log=True)
         if repaired:
             result["log"] = f"evo: {REPAIRED}\n" + (result.get("log") or "")
         if not _intact(self.bundle, self.cache_root / "bundles" / self.bundle.digest):
-            result.update(status="crash", val_bpb=None,
+            result.update(status="crash", val_bpb=None, test_bpb=None,
                           error="the task files in the cache changed during this evaluation; its score is not used")
         result.update(worker=f"{self.name}@{self.node_id[:8]}", node=self.node, started_at=started,
                       finished_at=time.time(), conditions=self.conditions,
@@ -246,12 +246,13 @@ class WorkerPool:
         """Evaluations a worker has now."""
         return len(self.running)
 
-    def submit(self, task: Any, source: str, seed: int, preflight: bool = False) -> None:
-        """Starts one evaluation of source on seed on a free worker (a pre-flight first when asked)."""
+    def submit(self, task: Any, source: str, seed: int, preflight: bool = False, test: bool = False) -> None:
+        """Starts one evaluation of source on seed on a free worker (a pre-flight first when asked; measuring
+        test_bpb too when test)."""
         w = min(self.free & self.ready)
         self.free.discard(w)
         ref = self.workers[w].evaluate.remote(source, seed, self.budget_seconds, self.budget_tokens, self.time_limit,
-                                              preflight=preflight)
+                                              preflight=preflight, test=test)
         self.running[ref] = _Running(task, seed, w, time.time())
 
     def finished(self) -> bool:

@@ -13,7 +13,7 @@ submit(); and leaves the harness and the metric alone. It is `rejected`, with a 
 - writes the environment (`os.environ.update`, `os.putenv`, ...);
 - seeds a random generator with anything but the harness seed (`torch.manual_seed(1234)`, `random.seed()`,
   `np.random.default_rng(0)`): a seed must be `seed()` or a name assigned from an expression that calls it;
-- reads the validation split or the cache: string literals naming `val.bin`, `train.bin`, `token_bytes`,
+- reads the held-out splits or the cache: string literals naming `val.bin`, `test.bin`, `train.bin`, `token_bytes`,
   `active.json`, `.cache/evo` or an `EVO_` variable; or reads files at all (`open` for reading, `np.fromfile`,
   `np.load`, `np.memmap`, `torch.load`, `pickle.load`, `Path.read_text`): its data comes from train_batches();
 - calls exec(), eval(), compile(), __import__() or importlib: code this check cannot read.
@@ -37,7 +37,7 @@ from genome.syntax import parse
 
 HARNESS_MODULE = "prepare"
 REQUIRED_CALLS = ("seed", "train_batches", "submit")
-FORBIDDEN_TEXT = ("val.bin", "train.bin", "token_bytes", "active.json", ".cache/evo", "EVO_")
+FORBIDDEN_TEXT = ("val.bin", "test.bin", "train.bin", "token_bytes", "active.json", ".cache/evo", "EVO_")
 ALLOWED_PATCH_PREFIXES = ("torch.backends.", "torch._inductor.config.", "torch._dynamo.config.")
 SEED_METHODS = frozenset({"manual_seed", "manual_seed_all", "seed", "set_seed", "seed_everything"})
 RNG_CONSTRUCTORS = frozenset({"random.Random", "random.SystemRandom", "numpy.random.default_rng",

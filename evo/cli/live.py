@@ -13,7 +13,8 @@ def _bpb(best: Best | None) -> str:
     if not best:
         return "none yet"
     spread = f" ± {best.std_bpb:.4f}" if best.std_bpb is not None and best.n > 1 else ""
-    return f"{best.mean_bpb:.4f}{spread} (n={best.n}, {best.id})"
+    test = f", test {best.test_bpb:.4f}" if best.test_bpb is not None else ""
+    return f"{best.mean_bpb:.4f}{spread} (n={best.n}, {best.id}{test})"
 
 
 def _duration(seconds: float) -> str:

@@ -106,8 +106,10 @@ def _report(final: RunStatus, config: RunConfig) -> int:
     best = final.best
     if best:
         spread = f" ± {best.std_bpb:.4f}" if best.std_bpb is not None else ""
+        test = f"; test_bpb {best.test_bpb:.4f} (the test split, never selected on)" \
+            if best.test_bpb is not None else ""
         print(f"best: {best.id}  val_bpb {best.mean_bpb:.4f}{spread} over {best.n} evaluations "
-              f"({best.n_confirm} confirm)")
+              f"({best.n_confirm} confirm){test}")
         print(f"lineage: evo lineage {best.id} --db {config.db}")
     if final.status == "interrupted":
         print(f"resume with: evo run --resume --db {config.db}")

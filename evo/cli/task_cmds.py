@@ -64,6 +64,7 @@ def result_lines(r: dict) -> list[str]:
     return [
         "status:           ok",
         f"val_bpb:          {r['val_bpb']:.6f}",
+        *([f"test_bpb:         {r['test_bpb']:.6f}"] if r.get("test_bpb") is not None else []),
         f"training_seconds: {r['training_seconds']:.1f}",
         f"total_seconds:    {r['total_seconds']:.1f}",
         f"total_tokens_M:   {r['tokens'] / 1e6:.3f}",

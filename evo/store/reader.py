@@ -291,8 +291,11 @@ class StoreReader:
         best = None
         if fitness:
             f = min(fitness, key=lambda f: (f.score, f.individual_id))
+            tests = [e.test_bpb for e in evaluations
+                     if e.individual_id == f.individual_id and e.status == "ok" and e.test_bpb is not None]
             best = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,
-                    "n_confirm": f.n_confirm, "score": f.score}
+                    "n_confirm": f.n_confirm, "score": f.score,
+                    "test_bpb": sum(tests) / len(tests) if tests else None}
         _, rows = self._select("SELECT count(*) FILTER (WHERE status = 'invalid'), count(*), "
                                "(SELECT count(*) FROM llm_calls WHERE run_id = ?) FROM individuals WHERE run_id = ?",
                                [run.run_id, run.run_id])

@@ -81,6 +81,7 @@ class Evaluation:
     budget_seconds: float | None = None
     budget_tokens: int | None = None
     val_bpb: float | None = None
+    test_bpb: float | None = None
     training_seconds: float | None = None
     eval_seconds: float | None = None
     total_seconds: float | None = None

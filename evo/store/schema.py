@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     budget_tokens    BIGINT,
     status           TEXT NOT NULL CHECK (status IN {sql_list(EVALUATION_STATUSES)}),
     val_bpb          DOUBLE,
+    test_bpb         DOUBLE,                -- the test split's bpb, when measured (confirmations); never selected on
     training_seconds DOUBLE,
     eval_seconds     DOUBLE,
     total_seconds    DOUBLE,
@@ -150,6 +151,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 # Columns added since a table was first defined: a file written by an older evo gets them on the writer's open.
 UPGRADES = """
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS conditions TEXT;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS test_bpb DOUBLE;
 """
 
 # Views and macros are replaced on every writer open, so a fixed definition reaches old files too.

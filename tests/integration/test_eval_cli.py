@@ -38,7 +38,20 @@ def test_eval_of_the_seed_prints_json_with_status_and_val_bpb(evo_bin):
     assert result["status"] == "ok"
     assert 0 < result["val_bpb"] < 3.2  # below a uniform guess over the vocabulary
     assert 200_000 - 16 * 256 < result["tokens"] <= 200_000 and result["budget_tokens"] == 200_000
-    assert set(result["fingerprint"]) == {"tokenizer", "val"}
+    assert set(result["fingerprint"]) == {"tokenizer", "val", "test"}
+    assert result["test_bpb"] is None                   # measured only when asked for
+
+
+def test_eval_with_test_scores_the_test_split_too_on_the_same_model(evo_bin, tmp_path):
+    path = write(tmp_path, "train.py", tiny_source())
+    plain = evo_eval_json(evo_bin, path, *TINY_BUDGET, "--seed", "3")[1]
+    proc, tested = evo_eval_json(evo_bin, path, *TINY_BUDGET, "--seed", "3", "--test")
+    assert proc.returncode == 0 and tested["status"] == "ok", tested
+    assert round(tested["val_bpb"], 4) == round(plain["val_bpb"], 4)       # the same model, the same val_bpb
+    assert 0 < tested["test_bpb"] < 8 and tested["test_bpb"] != tested["val_bpb"]
+    shown = subprocess.run([evo_bin, "eval", str(path), *TINY_BUDGET, "--seed", "3", "--test", "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+    assert f"test_bpb:         {tested['test_bpb']:.6f}" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_same_seed_same_budget_same_val_bpb(evo_bin, tmp_path):

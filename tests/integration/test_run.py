@@ -44,6 +44,12 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
         best = [e for e in evaluations if e.individual_id == best_id and e.status == "ok"]
         assert any(e.purpose == "confirm" for e in best) or best_id == seeds[0].id
         assert len({e.seed for e in evaluations if e.purpose == "search"}) == 1  # shared search seed
+        # The test split is measured for the seed's noise evaluations and every confirmation, never for a search
+        # evaluation, and the run reports its best's test_bpb (the mean over those) beside its val_bpb.
+        ok = [e for e in evaluations if e.status == "ok"]
+        assert all((e.test_bpb is not None) == (e.purpose in ("noise", "confirm")) for e in ok)
+        tests = [e.test_bpb for e in best if e.test_bpb is not None]
+        assert f"test_bpb {sum(tests) / len(tests):.4f} (the test split, never selected on)" in proc.stdout
         assert set(db.population(run.run_id)) <= {i.id for i in individuals}
         assert 1 <= len(db.population(run.run_id)) <= 4
         _, rows = db.query("SELECT count(*) FROM evaluations WHERE log LIKE 'evo: training runs without the shield%'")
@@ -51,6 +57,7 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
     assert ("training runs without the shield" in proc.stdout) == (shield.unavailable() is not None)
     status = evo(evo_bin, cwd, "status")
     assert status.returncode == 0 and "finished" in status.stdout and "search evals     8/8 done" in status.stdout
+    assert f", test {sum(tests) / len(tests):.4f})" in status.stdout
 
 
 def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path):

@@ -45,25 +45,30 @@ def test_token_byte_lengths_come_from_raw_bytes(small_tokenizer):
 
 def test_split_is_by_document_and_deterministic():
     docs = [f"document {i}" for i in range(100)]
-    train, val = prepare.split_documents(docs)
-    assert prepare.split_documents(docs) == (train, val)
-    assert len(val) == 100 // prepare.VAL_EVERY
-    assert not set(train) & set(val)
-    assert sorted(train + val) == sorted(docs)
-    train2, val2 = prepare.split_documents(list(reversed(docs)))
-    assert set(val2) != set(val)  # position decides, so the split is a function of the input order
+    train, val, test = prepare.split_documents(docs)
+    assert prepare.split_documents(docs) == (train, val, test)
+    assert len(val) == len(test) == 100 // prepare.VAL_EVERY
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert sorted(train + val + test) == sorted(docs)
+    _, val2, test2 = prepare.split_documents(list(reversed(docs)))
+    assert set(val2) != set(val) and set(test2) != set(test)  # position decides: a function of the input order
 
 
-def test_split_needs_two_documents():
-    with pytest.raises(prepare.HarnessError, match="at least 2 documents"):
-        prepare.split_documents(["only one"])
+def test_a_few_documents_still_make_three_disjoint_splits():
+    train, val, test = prepare.split_documents(["a", "b", "c"])
+    assert train and val and test and sorted(train + val + test) == ["a", "b", "c"]
 
 
-def _val_dir(tmp_path, vocab, n_tokens=prepare.SEQ_LEN * prepare.EVAL_BATCH + 1, byte_len=3):
-    val = tmp_path / "val"
+def test_split_needs_three_documents():
+    with pytest.raises(prepare.HarnessError, match="at least 3 documents"):
+        prepare.split_documents(["one", "two"])
+
+
+def _val_dir(tmp_path, vocab, n_tokens=prepare.SEQ_LEN * prepare.EVAL_BATCH + 1, byte_len=3, split="val"):
+    val = tmp_path / split
     val.mkdir()
     rng = np.random.default_rng(0)
-    rng.integers(1, vocab, n_tokens).astype(np.uint16).tofile(val / "val.bin")
+    rng.integers(1, vocab, n_tokens).astype(np.uint16).tofile(val / f"{split}.bin")
     lengths = np.full(vocab, byte_len, dtype=np.int32)
     lengths[0] = 0  # a BOS-like token with no bytes is left out
     np.save(val / "token_bytes.npy", lengths)
@@ -84,6 +89,13 @@ def test_uniform_model_scores_log2_vocab_bits_per_token(tmp_path):
     val = _val_dir(tmp_path, vocab, byte_len=3)
     result = prepare.evaluate_program(Uniform(vocab), val, "cpu")
     assert result["val_bpb"] == pytest.approx(math.log2(vocab) / 3, rel=1e-6)
+
+
+def test_the_test_split_is_scored_by_the_same_metric_under_its_own_name(tmp_path):
+    test = _val_dir(tmp_path, 512, byte_len=4, split="test")
+    assert prepare.evaluate_test(Uniform(512), test, "cpu") == {"test_bpb": pytest.approx(9 / 4, rel=1e-6)}
+    with pytest.raises(prepare.HarnessError, match="val.bin"):      # a split folder holds its own split only
+        prepare.evaluate_program(Uniform(512), test, "cpu")
 
 
 def test_metric_ignores_everything_but_the_logits(tmp_path):
@@ -161,6 +173,9 @@ def test_prepare_is_idempotent_and_keyed_on_inputs(tmp_path, monkeypatch, capsys
     assert second != first
     assert prepare.active_dataset() == second
     assert prepare.fingerprint(second) != prepare.fingerprint(first)
+    meta = json.loads((first / "meta.json").read_text())
+    assert set(meta["fingerprint"]) == {"tokenizer", "val", "test"} and meta["tokens"]["test"] > prepare.SEQ_LEN
+    assert (first / "test" / "test.bin").stat().st_size == 2 * meta["tokens"]["test"]
 
 
 def test_damaged_cache_is_reported_then_rebuilt(tmp_path, monkeypatch, capsys):
@@ -183,3 +198,17 @@ def test_damaged_cache_is_reported_then_rebuilt(tmp_path, monkeypatch, capsys):
     (root / "meta.json").write_text("{not json")
     with pytest.raises(prepare.HarnessError, match="meta.json is corrupt"):
         prepare.active_dataset()
+
+
+def test_data_prepared_under_an_older_layout_is_refused_until_prepared_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path / "cache"))
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("\n\n".join(f"Doc {i} " + "words and more words " * 30 for i in range(80)))
+    root = prepare.prepare(prepare.text_dir_source(str(texts)))
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "version": prepare.PREPARE_VERSION - 1}))
+    with pytest.raises(prepare.DataOutdated, match="layout version .* run `python prepare.py` again") as e:
+        prepare.active_dataset()
+    assert not e.value.from_default                      # a text folder: only the user knows which one
+
