@@ -148,9 +148,11 @@ def one_search(method: str, variant: dict, start: str, rep: int, setting: Settin
     jobs = [Job(src, s, "benchmark") for src in sources.values() for s in seeds]
     results = evaluate_all(executor, jobs)
     confirmed: dict[str, list] = {}
+    tested: dict[str, list] = {}
     for job, result in zip(jobs, results):
-        confirmed.setdefault(content_hash(job.source), []).append(result.get("val_bpb")
-                                                                  if result["status"] == "ok" else None)
+        ok = result["status"] == "ok"
+        confirmed.setdefault(content_hash(job.source), []).append(result.get("val_bpb") if ok else None)
+        tested.setdefault(content_hash(job.source), []).append(result.get("test_bpb") if ok else None)
     checkpoints = {}
     for k, snap in out["snapshots"].items():
         if snap is None:
@@ -158,14 +160,25 @@ def one_search(method: str, variant: dict, start: str, rep: int, setting: Settin
             continue
         h = content_hash(snap[0])
         values = [v for v in confirmed[h] if v is not None]
+        tests = [v for v in tested[h] if v is not None]
         checkpoints[str(k)] = {
             "reported": snap[1], "confirmed": sum(values) / len(values) if values else None,
-            "confirmed_values": confirmed[h], "id": h[:12], "constants": box_values(snap[0]),
+            "confirmed_values": confirmed[h], "test": sum(tests) / len(tests) if tests else None,
+            "id": h[:12], "constants": box_values(snap[0]),
             **({"true": surrogate.mean(snap[0])} if surrogate else {})}
     return {"method": method, "start": start, "rep": rep, "seed": config.seed,
             "search_seed": search_seed_of(config, seed_source), "confirm_seeds": seeds,
             "evaluations": setting.evaluations, "purposes": out["purposes"], "failed": out["failed"],
             "checkpoints": checkpoints, "seconds": round(time.time() - t0, 2)}
+
+
+def harness_digest() -> str:
+    """The digest of the harness files in use (prepare.py, kernels.py), as each evaluation's conditions record it."""
+    from evo.conditions import files_digest
+    from evo.task_files import fixed_files, harness_path
+
+    harness = harness_path()
+    return files_digest({p.name: p.read_bytes() for p in (harness, *fixed_files(harness))})
 
 
 def machine() -> dict:
@@ -271,7 +284,7 @@ def real_main(args) -> int:
           file=sys.stderr, flush=True)
     if todo:
         file = EvaluationFile(Path(args.evaluations_file or RESULTS / f"search_{args.setting}_evaluations.jsonl"),
-                              setting.budget_tokens)
+                              setting.budget_tokens, harness_digest())
 
         def progress(job, result, seconds):
             value = f"{result['val_bpb']:.4f}" if result["status"] == "ok" else result["status"]
@@ -341,7 +354,7 @@ def fit_main(args) -> int:
     while len(jobs) < args.evaluations:
         jobs.append(Job(at(seed_source, {n: b.at(rng.random()) for n, b in BOX.items()}), seeds[0], "point"))
     jobs = jobs[:args.evaluations]
-    file = EvaluationFile(Path(args.fit_file), args.budget_tokens)
+    file = EvaluationFile(Path(args.fit_file), args.budget_tokens, harness_digest())
     todo = [j for j in jobs if file.get(j.source, j.seed) is None]
     print(f"search.py fit: {len(jobs) - len(todo)} of {len(jobs)} evaluations already in {args.fit_file}",
           file=sys.stderr, flush=True)

@@ -3,8 +3,9 @@
 evaluations so that a stopped benchmark resumes without training anything twice.
 
 On CPU an evaluation is deterministic at a fixed thread count (every worker here has the same), so a source
-trained on a seed it was already trained on (by another method, or before a stop) is taken from the file. It still
-counts against the budget of the method that asked for it.
+trained on a seed it was already trained on (by another method, or before a stop) under the same harness is taken
+from the file. It still counts against the budget of the method that asked for it. The benchmark's final
+re-evaluations (purpose "benchmark") also measure the test split; no method's search ever sees it.
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ from pathlib import Path
 from benchmarks.search_methods import Job
 from genome import content_hash
 
-KEPT = ("status", "val_bpb", "error", "training_seconds", "total_seconds", "tokens")
+KEPT = ("status", "val_bpb", "test_bpb", "error", "training_seconds", "total_seconds", "tokens")
 
 
 class EvaluationFile:
-    """Finished evaluations, one JSON line each, keyed by (source hash, seed, token budget); only ok ones are
-    reused (a timeout on a loaded machine may not happen again)."""
+    """Finished evaluations, one JSON line each, keyed by (source hash, seed, token budget, harness); only ok ones
+    are reused (a timeout on a loaded machine may not happen again). harness: a digest of the harness files (another
+    prepare.py may score the same model differently)."""
 
-    def __init__(self, path: Path, budget_tokens: int):
-        self.path, self.budget = Path(path), budget_tokens
+    def __init__(self, path: Path, budget_tokens: int, harness: str | None = None):
+        self.path, self.budget, self.harness = Path(path), budget_tokens, harness
         self.known: dict[tuple[str, int], dict] = {}
         self.failed = 0
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
                     r = json.loads(line)
-                    if r.get("budget_tokens") == budget_tokens:
+                    if r.get("budget_tokens") == budget_tokens and r.get("harness") == harness:
                         self.failed += r["status"] != "ok"
                         if r["status"] == "ok":
                             self.known[(r["hash"], r["seed"])] = r
@@ -40,7 +42,8 @@ class EvaluationFile:
         return self.known.get((content_hash(source), seed))
 
     def add(self, source: str, seed: int, result: dict, purpose: str) -> None:
-        record = {"hash": content_hash(source), "seed": seed, "budget_tokens": self.budget, "purpose": purpose,
+        record = {"hash": content_hash(source), "seed": seed, "budget_tokens": self.budget, "harness": self.harness,
+                  "purpose": purpose,
                   **{k: result.get(k) for k in KEPT}, "source": source}
         if result["status"] == "ok":
             self.known[(record["hash"], seed)] = record
@@ -69,11 +72,12 @@ class RealExecutor:
         return bool(self.ready or self.pool.running)
 
     def submit(self, job: Job) -> None:
+        test = job.purpose == "benchmark"
         known = self.file.get(job.source, job.seed)
-        if known is not None:
+        if known is not None and (known.get("test_bpb") is not None or not test):
             self.ready.append((job, {k: known.get(k) for k in KEPT}))
         else:
-            self.pool.submit(job, job.source, job.seed)
+            self.pool.submit(job, job.source, job.seed, test=test)
 
     def collect(self) -> list[tuple[Job, dict]]:
         if self.ready:

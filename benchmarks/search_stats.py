@@ -1,7 +1,8 @@
 """The summary of benchmarks/search.py's records: per method and number of evaluations, the median and spread of the
 confirmed best, a paired bootstrap confidence interval of each method's difference to evo, and the winner's curse.
 
-A record is one search: {"method", "start", "rep", "checkpoints": {"8": {"reported", "confirmed"[, "true"]}, ...}}.
+A record is one search: {"method", "start", "rep", "checkpoints": {"8": {"reported", "confirmed"[, "test"]
+[, "true"]}, ...}}; "test" is the winner's bpb on the test split (real mode), which no search ever sees.
 Pairs are the same (start, rep): the same search seed and the same confirm seeds for every method.
 """
 
@@ -46,8 +47,10 @@ def summarise(records: Sequence[dict], *, reference: str = "evo", key: str = "co
         for k, snaps in sorted(per_k.items(), key=lambda kv: int(kv[0])):
             values = [s[key] for s in snaps.values()]
             curse = [s["reported"] - s["confirmed"] for s in snaps.values() if s.get("confirmed") is not None]
+            tests = [s["test"] for s in snaps.values() if s.get("test") is not None]
             row = {"n": len(values), "median": statistics.median(values), "q25": quantile(values, 0.25),
                    "q75": quantile(values, 0.75), "mean": statistics.fmean(values),
+                   "test_median": statistics.median(tests) if tests else None,
                    "winners_curse_median": statistics.median(curse) if curse else None,
                    "winners_curse_mean": statistics.fmean(curse) if curse else None}
             ref = by.get(reference, {}).get(k, {})
@@ -64,8 +67,9 @@ def summarise(records: Sequence[dict], *, reference: str = "evo", key: str = "co
 
 def table(summary: dict, methods: Sequence[str] | None = None) -> str:
     """A markdown table of summarise()'s output: positive differences mean evo is better (lower val_bpb)."""
-    lines = ["| method | evals | n | median | IQR | method - evo: mean [95% CI] | evo better in | winner's curse |",
-             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
+    lines = ["| method | evals | n | median | IQR | method - evo: mean [95% CI] | evo better in | winner's curse "
+             "| test median |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |"]
     for method in methods or list(summary):
         for k, row in summary.get(method, {}).items():
             diff = share = "-"
@@ -74,6 +78,7 @@ def table(summary: dict, methods: Sequence[str] | None = None) -> str:
                 diff = f"{row['vs_evo_mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
                 share = f"{row['evo_better_share']:.0%}"
             curse = f"{row['winners_curse_median']:+.4f}" if row["winners_curse_median"] is not None else "-"
+            test = f"{row['test_median']:.4f}" if row.get("test_median") is not None else "-"
             lines.append(f"| {method} | {k} | {row['n']} | {row['median']:.4f} | {row['q25']:.4f}-{row['q75']:.4f} | "
-                         f"{diff} | {share} | {curse} |")
+                         f"{diff} | {share} | {curse} | {test} |")
     return "\n".join(lines)

@@ -24,12 +24,18 @@ def test_the_real_mode_runs_each_method_on_the_workers_and_resumes_without_train
     for r in done:
         snap = r["checkpoints"]["3"]
         assert snap["confirmed"] is not None and len(snap["confirmed_values"]) == 1
+        assert snap["test"] is not None and snap["test"] != snap["confirmed"]   # the winner's test bpb beside it
     trained = [json.loads(line) for line in evaluations.read_text().splitlines()]
+    # only the final re-evaluations measure the test split: no method's search sees it
+    assert all((e["test_bpb"] is not None) == (e["purpose"] == "benchmark") for e in trained)
     assert trained and all(e["status"] == "ok" and e["budget_tokens"] == 8192 for e in trained)
     # the start on the search seed is trained once, though both methods asked for it
     start = [e for e in trained if e["seed"] == by["evo"]["search_seed"] and e["purpose"] == "noise"]
     assert len(start) == 1
-    assert json.loads(out.read_text())["summary_confirmed"]["random"]["3"]["n"] == 1
+    summary = json.loads(out.read_text())["summary_confirmed"]
+    test = by["random"]["checkpoints"]["3"]["test"]
+    assert summary["random"]["3"]["n"] == 1 and summary["random"]["3"]["test_median"] == test
+    assert "| test median |" in first.stdout
 
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
