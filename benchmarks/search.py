@@ -90,6 +90,11 @@ VARIANTS = {
     "fast+t5": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "tournament_size": 5},
     "fast+best": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "selection": "best"},
     "fast+random": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "selection": "random"},
+    # operator weights that follow each operator's success rate (adaptive_operators)
+    "adapt": {"adaptive_operators": True},
+    "fast+best+adapt": {"operators": SAMPLE_2, "confirm": "close", "noise_seeds": 2, "selection": "best",
+                        "adaptive_operators": True},
+    "close+best+adapt": {"confirm": "close", "noise_seeds": 2, "selection": "best", "adaptive_operators": True},
 }
 
 

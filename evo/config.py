@@ -68,6 +68,8 @@ class RunConfig:
                                      "another member is within two noise floors of it; the best is always confirmed "
                                      "before the end) (default elites)")
     adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
+    adaptive_operators: bool = setting(False, "operators whose children beat their parents more often are drawn "
+                                              "more often (each operator's weight times its success rate)")
     preflight: bool = setting(True, "skip the one-step pre-flight", negate=True)
     time_limit: float | None = setting(None, "wall-clock limit per training (default: budget)", metavar="S")
     memory_mb: float = setting(0, "resident memory limit per evaluation (default none)")

@@ -53,6 +53,9 @@ CLOSE = 2.0          # confirm="close": an elite is confirmed while another memb
 # adaptive_steps: hyper.mutate's sigma is its registered value times `step`, which grows by STEP_UP after a child
 # that beats its parent and shrinks by STEP_UP ** -0.25 after one that does not: steady at one success in five.
 STEP_UP = 1.5
+# adaptive_operators: an operator's weight is multiplied by its children's success rate (beating their parent on the
+# search seed), Laplace-smoothed ((wins + 1) / (trials + 2)), and never below MIN_RATE of it, so none is shut out.
+MIN_RATE = 0.05
 STEP_RANGE = (0.25, 8.0)
 RECENT_ATTEMPTS = 12
 
@@ -158,6 +161,7 @@ class SearchPolicy:
         self.attempts: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.invalid_in_a_row = 0
         self.step = 1.0                                   # adaptive_steps: the multiplier of hyper.mutate's sigma
+        self.credit: dict[str, list[int]] = {}            # operator -> [children that beat their parent, children]
         self.weights = dict(config.operators) if llm else REGISTRY.offline(config.operators)
         self.seed_id = content_hash(seed_source)
         seeds = random.Random(f"seeds-{config.seed}")
@@ -187,6 +191,7 @@ class SearchPolicy:
         self.noise_floor = state.get("noise_floor")
         self.phase = state.get("phase", "search")
         self.step = state.get("step", 1.0)
+        self.credit = {name: list(c) for name, c in state.get("credit", {}).items()}
         self.counters.search_dispatched = self.counters.search_done
         for ind in history.individuals:
             self.parents[ind.id] = tuple(ind.parents)
@@ -220,7 +225,8 @@ class SearchPolicy:
     def state(self) -> dict:
         """What to save to resume from (JSON-able): the random state, counters, phase, noise floor and seeds."""
         return {"rng": self.rng.getstate(), "counters": dataclasses.asdict(self.counters),
-                "noise_floor": self.noise_floor, "phase": self.phase, "step": self.step, "search_seed": self.search_seed,
+                "noise_floor": self.noise_floor, "phase": self.phase, "step": self.step, "credit": self.credit,
+                "search_seed": self.search_seed,
                 "fresh_seeds": list(self.fresh_seeds)}
 
     def note_individual(self, id: str, source: str) -> None:
@@ -320,6 +326,9 @@ class SearchPolicy:
         if self.config.adaptive_steps and genome.operator == "hyper.mutate":
             factor = STEP_UP if delta is not None and delta < 0 else STEP_UP ** -0.25
             self.step = min(STEP_RANGE[1], max(STEP_RANGE[0], self.step * factor))
+        credit = self.credit.setdefault(genome.operator, [0, 0])
+        credit[0] += delta is not None and delta < 0
+        credit[1] += 1
         if not ok:
             self.attempts.append(Attempt(genome.description or genome.operator, result["status"], genome.operator,
                                          None, (result.get("error") or "")[:200]))
@@ -389,10 +398,18 @@ class SearchPolicy:
             out.append(proposal)
         return out
 
+    def operator_weights(self) -> dict[str, float]:
+        """The weights operators are drawn with now: the configured ones, times each one's success rate with
+        adaptive_operators."""
+        if not self.config.adaptive_operators:
+            return self.weights
+        rate = lambda wins, trials: max(MIN_RATE, (wins + 1) / (trials + 2))   # noqa: E731
+        return {name: w * rate(*self.credit.get(name, (0, 0))) for name, w in self.weights.items()}
+
     def _proposal(self) -> Proposal | None:
         if not self.weights:
             return None
-        spec = REGISTRY.pick(self.weights, self.rng)
+        spec = REGISTRY.pick(self.operator_weights(), self.rng)
         members = self._members(self.population)
         if members:
             chosen = select_parents(members, spec.arity, self.rng, self.config.selection, self.config.tournament_size)

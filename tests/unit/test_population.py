@@ -458,6 +458,29 @@ def test_adaptive_steps_grow_after_a_child_beats_its_parent_and_shrink_after_one
     assert SearchPolicy(policy.config, SEED, history=History(saved)).step == policy.step
 
 
+def test_adaptive_operators_draw_the_operator_whose_children_improve_more_often():
+    def result(task):      # hyper.sample's children beat their parents, hyper.mutate's never do
+        if task.purpose != "search":
+            return {"status": "ok", "val_bpb": 3.2 + (task.seed % 3) * 0.01}
+        genome = policy.genome(task.individual)
+        parent = statistics.fmean(v for _, v, _ in policy.results[genome.parents[0]])
+        return {"status": "ok", "val_bpb": parent + (-0.01 if genome.operator == "hyper.sample" else 0.01)}
+
+    ops = {"hyper.mutate": 1.0, "hyper.sample": 1.0}
+    policy = SearchPolicy(settings(evaluations=30, adaptive_operators=True, elites=0, operators=ops), SEED)
+    Executor(policy, result).run()
+    wins_sample, tried_sample = policy.credit["hyper.sample"]
+    wins_mutate, tried_mutate = policy.credit["hyper.mutate"]
+    assert wins_sample == tried_sample > 0 and wins_mutate == 0 and tried_mutate > 0
+    weights = policy.operator_weights()
+    assert weights["hyper.sample"] > 5 * weights["hyper.mutate"] > 0       # favoured, the other never shut out
+    assert tried_sample > tried_mutate
+    saved = json.loads(json.dumps(policy.state()))
+    assert SearchPolicy(policy.config, SEED, history=History(saved)).operator_weights() == weights
+    fixed = SearchPolicy(dataclasses.replace(policy.config, adaptive_operators=False), SEED, history=History(saved))
+    assert fixed.operator_weights() == ops                                  # off: the configured weights
+
+
 def test_without_adaptive_steps_proposals_carry_no_settings():
     policy = SearchPolicy(settings(), SEED)
     noise_done(policy)
