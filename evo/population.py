@@ -42,7 +42,7 @@ from evo.scoring import SCORED_PURPOSES, score
 from evo.selection import Member, elites, select_parents, survivors
 from genome import Genome, content_hash, lowest_common_ancestor, validate
 from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
-from operators.errors import OperatorUnavailable
+from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.registry import REGISTRY
 from operators.variation import Variation
 
@@ -291,7 +291,19 @@ class SearchPolicy:
         if self.phase != "search" or self._search_over() or not self.ready:
             return None
         self.counters.search_dispatched += 1
-        return Task(self.ready.popleft(), self.search_seed, "search", preflight=self.config.preflight)
+        child = self.ready.popleft()
+        return Task(child, self.search_seed, "search", preflight=self.config.preflight and self._edits_code(child))
+
+    def _edits_code(self, id: str) -> bool:
+        """Whether a child's operator may have changed code, not only the values of constants: only such a child
+        gets the pre-flight. A child of the hyper operators runs its parent's code, which has trained and exported
+        already; the constants it changed break it, when they do, as early in the full run as in a pre-flight
+        (building the model, the first step) or where one pre-flight step would not see it either (a divergence,
+        memory late in the run), so a pre-flight would cost every such child its seconds and save nothing."""
+        try:
+            return not REGISTRY.get(self.genomes[id].operator).constants_only
+        except OperatorConfigError:
+            return True
 
     def report(self, task: Task, result: Mapping[str, Any]) -> None:
         """A finished evaluation of a task next_task() handed out: result is the evaluation record (status, val_bpb

@@ -42,7 +42,8 @@ NEEDS = ("client", "context", "ancestor")   # the OperatorContext fields an oper
 class OperatorSpec:
     """A registered operator: its name ("family.verb"), function, number of parents, what it needs from the
     OperatorContext (names from NEEDS, each a keyword argument of the function), the one-parent operator it falls
-    back to when its two parents are one individual, and the settings bound at registration."""
+    back to when its two parents are one individual, whether it only ever changes the values of the hyperparameter
+    constants (not the code around them), and the settings bound at registration."""
 
     name: str
     function: Callable[..., Variation]
@@ -50,6 +51,7 @@ class OperatorSpec:
     needs: tuple[str, ...] = ()
     fallback: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    constants_only: bool = False
 
     def __post_init__(self):
         if self.name.count(".") != 1 or not all(self.name.split(".")):
@@ -106,15 +108,16 @@ class Registry:
         self._ops: dict[str, OperatorSpec] = {}
 
     def register(self, name: str, function: Callable[..., Variation], *, arity: int, needs: Sequence[str] = (),
-                 fallback: str | None = None, **settings) -> None:
+                 fallback: str | None = None, constants_only: bool = False, **settings) -> None:
         """Registers function under name with what it needs from the OperatorContext and, for a two-parent
-        operator, the one-parent operator to fall back to (registered before it), binding settings. A later
-        registration of a name replaces the earlier one."""
+        operator, the one-parent operator to fall back to (registered before it), binding settings; constants_only:
+        it changes only the values of the hyperparameter constants. A later registration of a name replaces the
+        earlier one."""
         if fallback is not None:
             if fallback not in self._ops or self._ops[fallback].arity != 1:
                 raise ValueError(f"{name}: its fallback must be a one-parent operator registered before it; "
                                  f"got {fallback!r}")
-        self._ops[name] = OperatorSpec(name, function, arity, tuple(needs), fallback, settings)
+        self._ops[name] = OperatorSpec(name, function, arity, tuple(needs), fallback, settings, constants_only)
 
     def get(self, name: str) -> OperatorSpec:
         """The operator called name; OperatorConfigError listing the known names when there is none."""
@@ -188,9 +191,9 @@ class Registry:
 def default_registry() -> Registry:
     """The five built-in operators with their default settings."""
     registry = Registry()
-    registry.register("hyper.mutate", hyper.mutate, arity=1)
-    registry.register("hyper.sample", hyper.sample, arity=1)
-    registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate")
+    registry.register("hyper.mutate", hyper.mutate, arity=1, constants_only=True)
+    registry.register("hyper.sample", hyper.sample, arity=1, constants_only=True)
+    registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate", constants_only=True)
     registry.register("merge.crossover", merge.crossover, arity=2, needs=("ancestor",), fallback="hyper.mutate")
     registry.register("llm.mutate", llm.mutate, arity=1, needs=("client", "context"))
     registry.register("llm.crossover", llm.crossover, arity=2, needs=("client", "context", "ancestor"),

@@ -136,6 +136,25 @@ def test_the_seed_is_measured_on_the_noise_seeds_before_any_child():
     assert len(policy.proposals()) == policy.lookahead
 
 
+def test_only_a_child_whose_operator_may_change_code_gets_the_pre_flight():
+    policy = SearchPolicy(settings(preflight=True, operators={"hyper.mutate": 1.0}), SEED)
+    noise_done(policy)
+    [hyper_child] = policy.proposals(limit=1)
+    policy.child(hyper_child, vary(hyper_child)[0])
+    [code_child] = policy.proposals(limit=1)
+    edited = SEED.replace("print(", "print('edited:', ", 1)
+    assert edited != SEED
+    policy.child(code_child, Variation(operator="llm.mutate", status="ok", source=edited, description="an edit"))
+    first, second = policy.next_task(), policy.next_task()
+    assert policy.genome(first.individual).operator == "hyper.mutate" and not first.preflight
+    assert policy.genome(second.individual).operator == "llm.mutate" and second.preflight
+    unchecked = SearchPolicy(settings(preflight=False, operators={"hyper.mutate": 1.0}), SEED)
+    noise_done(unchecked)
+    [p] = unchecked.proposals(limit=1)
+    unchecked.child(p, Variation(operator="llm.mutate", status="ok", source=edited, description="an edit"))
+    assert not unchecked.next_task().preflight               # --no-preflight: none at all
+
+
 def test_children_of_the_seed_are_proposed_while_the_seed_is_measured_and_run_after_it():
     policy = SearchPolicy(settings(noise_seeds=2), SEED, lookahead=3)
     proposals = policy.proposals(limit=1)
