@@ -117,8 +117,8 @@ SETTINGS = {
     "full": Setting(FINAL_STARTS, 8, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
     # the same on one start and 2 repetitions: under an hour on 2 idle cores
     "quick": Setting(("far-2",), 2, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
-    # the real path end to end in a few minutes: 3 runs per method (evo's 2 noise runs and a child), one confirm seed, a tiny
-    # budget; about 6 trainings, the rest shared through the evaluations file
+    # the real path end to end in a few minutes: 3 runs per method (evo's 2 noise runs and a child), one confirm
+    # seed, a tiny budget; about 6 trainings, the rest shared through the evaluations file
     "tiny": Setting(("seed",), 1, 3, (3,), 1, 8192, ("evo", "random"), 5000),
 }
 
