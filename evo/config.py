@@ -28,7 +28,7 @@ def setting(default, help: str, **kwargs):
 
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
-CONFIRMS = ("elites", "close")
+CONFIRMS = ("elites", "close", "final")
 # Settings that describe where and how this invocation runs rather than what the run is.
 PER_INVOCATION = ("db", "address", "resume", "workers", "quiet", "allow_unshielded", "accept_changes",
                   "llm_timeout")
@@ -64,9 +64,9 @@ class RunConfig:
                                  metavar="S")
     noise_seeds: int = setting(3, "seeds the seed genome is measured on (default 3)")
     confirm_seeds: int = setting(2, "fresh seeds each elite is confirmed on (default 2)")
-    confirm: str = setting("elites", "which elites are confirmed: elites (every one) or close (one only while "
-                                     "another member is within two noise floors of it; the best is always confirmed "
-                                     "before the end) (default elites)")
+    confirm: str = setting("elites", "which elites are confirmed: elites (every one), close (one only while "
+                                     "another member is within two noise floors of it) or final (none during the "
+                                     "search); the best is always confirmed before the end (default elites)")
     adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
     adaptive_operators: bool = setting(False, "operators whose children beat their parents more often are drawn "
                                               "more often (each operator's weight times its success rate)")

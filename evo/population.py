@@ -353,7 +353,7 @@ class SearchPolicy:
 
     def _queue_confirmations(self) -> None:
         """Each elite gets evaluated on the fresh seeds it has not had yet."""
-        if self.phase not in ("search", "final"):
+        if self.phase not in ("search", "final") or self.config.confirm == "final":
             return
         pending = {(t.individual, t.seed) for t in self.confirm_queue}
         pending |= {(t.individual, t.seed) for t in self.running}

@@ -506,6 +506,18 @@ def test_without_adaptive_steps_proposals_carry_no_settings():
     assert all(p.settings == {} for p in policy.proposals())
 
 
+def test_final_confirmation_confirms_nothing_during_the_search_and_the_best_before_the_end():
+    policy = SearchPolicy(settings(evaluations=6, confirm="final", elites=2), SEED)
+    run = Executor(policy)
+    run.run()
+    purposes = [t.purpose for t in run.tasks]
+    last_search = len(purposes) - 1 - purposes[::-1].index("search")
+    assert "confirm" not in purposes[:last_search] and purposes.count("search") == 6
+    confirmed = [t for t in run.tasks if t.purpose == "confirm"]
+    assert confirmed and {t.individual for t in confirmed} == {policy.best()["id"]}
+    assert policy.best()["n_confirm"] >= 1
+
+
 def test_close_confirmation_skips_an_elite_with_a_clear_lead_and_confirms_a_close_one():
     values = {}
 
