@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.search_box import FINAL_STARTS, STARTS, TUNING_STARTS, box_values, check_box  # noqa: E402
 from benchmarks.search_methods import (  # noqa: E402
     METHODS, SurrogateExecutor, evo_config, make_method, run_search, search_seed_of, with_seed)
+from benchmarks.search_plot import plot_curves  # noqa: E402
 from benchmarks.search_stats import summarise, table  # noqa: E402
 from benchmarks.search_surrogate import Surrogate  # noqa: E402
 from benchmarks.task_baseline import cpu_model  # noqa: E402
@@ -348,7 +349,10 @@ def _summary(records_path: Path, out: Path) -> int:
     report = {"records": str(records_path.name), "date": today(), "machine": records[-1].get("machine", machine()),
               "searches": len(records), "summary_confirmed": summary}
     out.write_text(json.dumps(report, indent=1) + "\n")
+    picture = plot_curves({m: summary[m] for m in METHODS if m in summary}, out.with_suffix(".png"),
+                          f"{records_path.name}: {len(records)} searches, median and IQR of the confirmed best")
     print(table(summary, [m for m in METHODS if m in summary]))
+    print(f"plot: {picture}")
     return 0
 
 

@@ -35,7 +35,7 @@ def test_the_real_mode_runs_each_method_on_the_workers_and_resumes_without_train
     summary = json.loads(out.read_text())["summary_confirmed"]
     test = by["random"]["checkpoints"]["3"]["test"]
     assert summary["random"]["3"]["n"] == 1 and summary["random"]["3"]["test_median"] == test
-    assert "| test median |" in first.stdout
+    assert "| test median |" in first.stdout and out.with_suffix(".png").stat().st_size > 10_000   # table and plot
 
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
