@@ -274,6 +274,8 @@ def surrogate_main(args) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        plot_curves({label: summary[label] for label in labels if label in summary}, Path(args.out).with_suffix(".png"),
+                    f"surrogate, {', '.join(starts)}: {args.reps} repetitions, median and IQR of the confirmed best")
     print(f"confirmed best (mean over 3 fresh seeds), {len(starts)} start(s) x {args.reps} repetitions:")
     print(table(summary, labels))
     print("\nnoise-free value of the same bests (the surrogate's mean):")
