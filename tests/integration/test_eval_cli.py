@@ -180,7 +180,7 @@ def test_prepare_downloads_over_http(tmp_path):
         cache = tmp_path / "cache"
         proc = run([sys.executable, "prepare.py", "--download", url], EVO_CACHE_DIR=str(cache))
         assert proc.returncode == 0, proc.stderr
-        assert "60 documents (57 train, 3 validation)" in proc.stdout
+        assert "60 documents (54 train, 3 validation, 3 test)" in proc.stdout
         again = run([sys.executable, "prepare.py", "--download", url], EVO_CACHE_DIR=str(cache))
         assert "nothing to do" in again.stdout
     finally:

@@ -223,7 +223,7 @@ def rebuilt_validation() -> np.ndarray | None:
             documents = harness("_kjv_documents")(path)
         except (OSError, ValueError, KeyError):
             continue
-        _, val_docs = harness("split_documents")(documents)
+        _, val_docs, *_ = harness("split_documents")(documents)   # (train, val) or (train, val, test)
         print(f"attack: rebuilt the validation split from {path}")
         return harness("encode_documents")(enc, val_docs, tokenizer["bos"])
     return None
