@@ -81,9 +81,10 @@ def test_metric_does_not_change_with_the_models_own_loss_code(evo_bin, tmp_path)
 @pytest.mark.parametrize("snippet", [
     "import prepare\nprint(prepare.active_dataset())\n",
     "import prepare, torch\nprepare.evaluate_program(torch.nn.Identity(), 'val', 'cpu')\n",
-    "import prepare\nprepare._val_windows(prepare.Path('.'), 'cpu')\n",
+    "import prepare\nprepare._windows(prepare.Path('.'), 'val', 'cpu')\n",
+    "import prepare, torch\nprepare.evaluate_test(torch.nn.Identity(), 'test', 'cpu')\n",
 ])
-def test_training_process_cannot_reach_the_validation_split(evo_bin, tmp_path, snippet):
+def test_training_process_cannot_reach_the_held_out_splits(evo_bin, tmp_path, snippet):
     source = tiny_source().replace("torch.manual_seed(seed())", snippet + "torch.manual_seed(seed())")
     proc, result = evo_eval_json(evo_bin, write(tmp_path, "train.py", source), *TINY_BUDGET)
     assert result["status"] == "crash"
