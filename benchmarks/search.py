@@ -129,7 +129,7 @@ class Setting:
 SETTINGS = {
     # the final comparison: held-out starts and seeds (seed_base 1000), 8 repetitions
     "full": Setting(FINAL_STARTS, 8, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
-    # the same on one start and 2 repetitions: under an hour on 2 idle cores
+    # the same on one start and 2 repetitions: about 70 min on 2 cores from far-2 (RESULTS.md), over the hour hoped for
     "quick": Setting(("far-2",), 2, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
     # the real path end to end in a few minutes: 3 runs per method (evo's 2 noise runs and a child), one confirm
     # seed, a tiny budget; about 6 trainings, the rest shared through the evaluations file
