@@ -53,6 +53,8 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     source = read_genome_file(path)
     seed = harness.DEFAULT_SEED if seed is None else seed
     dataset, fingerprint = ensure_dataset(harness_file, notify)
+    if config.test and not (dataset / "test").is_dir():
+        raise TaskError(f"--test: the prepared data at {dataset} has no test split (an older prepare.py made it)")
     if notify:
         notify(f"evaluating {path}: budget {budget.describe()}, seed {seed}")
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,

@@ -90,7 +90,7 @@ class EvalRequest:
     memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
     fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
     score: bool = True            # False: stop after the train phase (the pre-flight)
-    test: bool = False            # True: the scorer also measures test_bpb on the test split
+    test: bool = False            # True: the scorer also measures test_bpb (where the data has a test split)
     batches: int | None = None    # serve at most this many batches, whatever their size (the pre-flight: 1)
     require_shield: bool = False  # True: where the shield cannot run, fail instead of training unshielded
     cache_root: Path | None = None  # the harness's cache_dir() (data, bundles), covered from the training process
@@ -324,13 +324,13 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                 "weights": str(inside / "input" / WEIGHTS_FILE), "val_dir": str(inside / "data" / "val")}
         binds = [shield.Bind(str(request.harness), spec["harness"]), shield.Bind(str(private), str(inside / "input")),
                  shield.Bind(str(request.dataset / "val"), spec["val_dir"])]
-        if request.test:
+        if request.test and (request.dataset / "test").is_dir():   # data from an older prepare.py has none
             spec["test_dir"] = str(inside / "data" / "test")
             binds.append(shield.Bind(str(request.dataset / "test"), spec["test_dir"]))
     else:
         spec = {"harness": str(request.harness), "model": str(private / MODEL_FILE),
                 "weights": str(private / WEIGHTS_FILE), "val_dir": str(request.dataset / "val")}
-        if request.test:
+        if request.test and (request.dataset / "test").is_dir():
             spec["test_dir"] = str(request.dataset / "test")
     spec.update(device=device, threads=request.threads)
     spec_path = private / "spec.json"
@@ -342,7 +342,7 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda")
     else:
         shield.prepare_scratch(work / "scorer", work / "scorer-tmp")
-    reader = _PipeReader(read_end, test=request.test)
+    reader = _PipeReader(read_end)
     reader.start()
     try:
         code, log, _ = _run_phase(cmd, work / "scorer", _phase_env(env, shielded, work, "scorer"), EVAL_PHASE_LIMIT,
@@ -368,9 +368,9 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
 class _PipeReader(threading.Thread):
     """Reads the scorer's result pipe to its end (at most 1 MiB), so the scorer never blocks on it."""
 
-    def __init__(self, fd: int, test: bool = False):
+    def __init__(self, fd: int):
         super().__init__(daemon=True)
-        self.fd, self.data, self.test = fd, b"", test
+        self.fd, self.data = fd, b""
 
     def run(self):
         with os.fdopen(self.fd, "rb") as f:
@@ -385,7 +385,7 @@ class _PipeReader(threading.Thread):
             return None
         if scored["status"] == "ok" and not isinstance(scored.get("val_bpb"), float):
             return None
-        if scored["status"] == "ok" and self.test and not isinstance(scored.get("test_bpb"), float):
+        if scored["status"] == "ok" and not isinstance(scored.get("test_bpb"), (float, type(None))):
             return None
         return scored
 
