@@ -63,12 +63,14 @@ class SleepingWorkers:
         self.node_id = ray.get_runtime_context().get_node_id()
 
     async def evaluate(self, slot: str, source: str, seed: int, budget_seconds, budget_tokens, time_limit=None,
-                       preflight: bool = False) -> dict:
+                       preflight: bool = False, test: bool = False) -> dict:
         started = time.time()
         await asyncio.sleep(self.sleep)
         call = uuid.uuid4().hex
         self.served.append(call)
-        return {"status": "ok", "val_bpb": simulated_bpb(source, seed, self.optimum), "training_seconds": self.sleep,
+        val_bpb = simulated_bpb(source, seed, self.optimum)
+        return {"status": "ok", "val_bpb": val_bpb, "test_bpb": val_bpb - 0.02 if test else None,
+                "training_seconds": self.sleep,
                 "eval_seconds": 0.0, "total_seconds": time.time() - started, "tokens": budget_tokens,
                 "num_steps": 1, "num_params": 1000, "peak_memory_mb": 1.0, "device": "simulated", "seed": seed,
                 "budget_seconds": budget_seconds, "budget_tokens": budget_tokens, "error": None, "shielded": None,
