@@ -53,10 +53,10 @@ CLOSE = 2.0          # confirm="close": an elite is confirmed while another memb
 # adaptive_steps: hyper.mutate's sigma is its registered value times `step`, which grows by STEP_UP after a child
 # that beats its parent and shrinks by STEP_UP ** -0.25 after one that does not: steady at one success in five.
 STEP_UP = 1.5
+STEP_RANGE = (0.25, 8.0)
 # adaptive_operators: an operator's weight is multiplied by its children's success rate (beating their parent on the
 # search seed), Laplace-smoothed ((wins + 1) / (trials + 2)), and never below MIN_RATE of it, so none is shut out.
 MIN_RATE = 0.05
-STEP_RANGE = (0.25, 8.0)
 RECENT_ATTEMPTS = 12
 
 

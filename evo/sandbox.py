@@ -318,20 +318,22 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     """The score phase: sets result's status, val_bpb and error from the scorer's pipe."""
     private = work / "score"
     device = "cuda" if (result.device or "").startswith("cuda") and _gpu_visible(request) else "cpu"
+    test_dir = request.dataset / "test"
+    test = request.test and test_dir.is_dir()       # data from an older prepare.py has no test split
     if shielded:
         inside = shield.INSIDE
         spec = {"harness": str(inside / "harness" / "prepare.py"), "model": str(inside / "input" / MODEL_FILE),
                 "weights": str(inside / "input" / WEIGHTS_FILE), "val_dir": str(inside / "data" / "val")}
         binds = [shield.Bind(str(request.harness), spec["harness"]), shield.Bind(str(private), str(inside / "input")),
                  shield.Bind(str(request.dataset / "val"), spec["val_dir"])]
-        if request.test and (request.dataset / "test").is_dir():   # data from an older prepare.py has none
+        if test:
             spec["test_dir"] = str(inside / "data" / "test")
-            binds.append(shield.Bind(str(request.dataset / "test"), spec["test_dir"]))
+            binds.append(shield.Bind(str(test_dir), spec["test_dir"]))
     else:
         spec = {"harness": str(request.harness), "model": str(private / MODEL_FILE),
                 "weights": str(private / WEIGHTS_FILE), "val_dir": str(request.dataset / "val")}
-        if request.test and (request.dataset / "test").is_dir():
-            spec["test_dir"] = str(request.dataset / "test")
+        if test:
+            spec["test_dir"] = str(test_dir)
     spec.update(device=device, threads=request.threads)
     spec_path = private / "spec.json"
     spec_path.write_text(json.dumps(spec))
