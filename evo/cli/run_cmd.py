@@ -4,14 +4,23 @@ final lines."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 from evo.cli.flags import add_flags, given, values
 from evo.cli.live import LiveView
 from evo.config import RunConfig
 from evo.run_status import RunStatus
+
+
+# How long a stopping run may take to store its in-flight evaluations before the driver stops at once (seconds;
+# EVO_STOP_GRACE_S overrides it). A healthy run stops in a second or two: this bounds a stuck one.
+STOP_GRACE_S = 60.0
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
@@ -59,36 +68,95 @@ def _stop_signals():
 
 
 def _watch(live, config: RunConfig) -> RunStatus:
-    stopping = False
+    import ray
+
+    stopping = None
     said = 0
+    silent = False
     with _stop_signals() as received, LiveView(quiet=config.quiet) as view:
         while True:
             try:
                 final = live.done(timeout=1.0)
                 if final is not None:
                     break
-                status = live.status()
+                try:
+                    status = live.status()
+                except ray.exceptions.GetTimeoutError:
+                    if not silent:
+                        print("evo run: the run has not answered for 30 s; still waiting (Ctrl-C stops it)",
+                              file=sys.stderr, flush=True)
+                    silent = True
+                    continue
+                silent = False
                 for note in status.notes[said:]:
                     print(f"evo run: {note}", file=sys.stderr, flush=True)
                 said = len(status.notes)
                 view.update(status)
             except KeyboardInterrupt:
                 what = received.pop() if received else "Ctrl-C"
-                if stopping:
+                if stopping is not None:
+                    stopping.cancel()
                     _stop_at_once(what, config)
                     raise
-                stopping = True
+                stopping = _stop_watchdog(config)
                 try:
                     print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
                           f"({what} again to stop at once)", file=sys.stderr, flush=True)
                     live.stop()
                 except KeyboardInterrupt:  # the second one came while the first was being handled
+                    stopping.cancel()
                     _stop_at_once(received.pop() if received else "Ctrl-C", config)
                     raise
+        if stopping is not None:
+            stopping.cancel()
         if final.error is None:
             view.update(final)
     live.close()
     return final
+
+
+def stop_grace() -> float:
+    try:
+        return float(os.environ.get("EVO_STOP_GRACE_S", STOP_GRACE_S))
+    except ValueError:
+        return STOP_GRACE_S
+
+
+def _stop_watchdog(config: RunConfig) -> threading.Timer:
+    """Bounds the stop: when the run has not ended stop_grace() seconds after it was asked to, the driver writes
+    where each of its threads was (beside the store) and stops at once, as a second Ctrl-C would. Every finished
+    evaluation is stored already; the run is resumed as after a kill."""
+    grace = stop_grace()
+
+    def fire():
+        path = Path(f"{config.db}.stop-stacks.txt")
+        try:
+            with path.open("w") as f:
+                faulthandler.dump_traceback(file=f, all_threads=True)
+            where = f"; where the driver's threads were: {path}"
+        except OSError:
+            where = ""
+        print(f"\nevo run: the run did not stop within {grace:g} s of being asked to: stopping at once{where}; "
+              f"every finished evaluation is stored. resume with: evo run --resume --db {config.db}",
+              file=sys.stderr, flush=True)
+        ending = threading.Thread(target=_shutdown_ray, daemon=True)
+        ending.start()
+        ending.join(10.0)
+        os._exit(130)
+
+    timer = threading.Timer(grace, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:  # stopping at once: whatever Ray left behind ends with its reaper
+        pass
 
 
 def _stop_at_once(what: str, config: RunConfig) -> None:

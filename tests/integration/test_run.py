@@ -229,6 +229,47 @@ def test_a_worker_killed_mid_run_costs_one_evaluation_not_the_run(evo_bin, tmp_p
         assert sum(e.purpose == "search" for e in db.evaluations(run_row.run_id)) >= 4
 
 
+def test_a_run_that_does_not_stop_when_asked_is_stopped_at_once_and_resumes(evo_bin, tmp_path):
+    """The run actor frozen (SIGSTOP): the driver says so instead of crashing, and after Ctrl-C it waits its grace,
+    writes where its threads were, stops at once with one line, and the run resumes from what was stored."""
+    cwd = task_dir(tmp_path)
+    env = {**os.environ, "EVO_STOP_GRACE_S": "5"}
+    live = subprocess.Popen([evo_bin, "run", "--evaluations", "50", *TINY_RUN], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    frozen = []
+    try:
+        for line in live.stdout:
+            if "] search:" in line:
+                break
+        deadline = time.time() + 60
+        while not (frozen := _ray_task_processes("ray::RunActor", live.pid)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(frozen) == 1
+        os.kill(frozen[0], signal.SIGSTOP)
+        time.sleep(35)                                  # past the 30 s a status call waits
+        live.send_signal(signal.SIGINT)
+        out, _ = live.communicate(timeout=60)
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        live.kill()
+    assert live.returncode == 130, out
+    assert "the run has not answered for 30 s; still waiting" in out
+    assert "Traceback" not in out
+    stopped = [line for line in out.splitlines() if "did not stop within 5 s" in line]
+    assert len(stopped) == 1 and "resume with: evo run --resume" in stopped[0], out
+    assert "_watch" in (cwd / "evo.duckdb.stop-stacks.txt").read_text()
+    resumed = evo(evo_bin, cwd, "run", "--resume", "--evaluations", "6", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    with open_reader(cwd / "evo.duckdb") as db:
+        run = db.latest_run()
+        assert run.status == "finished"
+        assert sum(e.purpose == "search" and e.status == "ok" for e in db.evaluations(run.run_id)) >= 6
+
+
 def test_a_search_that_cannot_be_shielded_is_refused_unless_the_user_accepts_it(evo_bin, tmp_path):
     cwd = task_dir(tmp_path)
     env = {**os.environ, "EVO_SHIELD": "off"}
