@@ -188,6 +188,17 @@ class LiveRun:
         """Asks the run to stop: in-flight evaluations are stored as interrupted, and done() then returns."""
         self.actor.stop.remote()
 
+    def stacks(self, timeout: float = 5.0) -> str:
+        """Where the run actor's threads are (its answer within timeout seconds, or why there is none)."""
+        import ray
+
+        try:
+            return ray.get(self.actor.stacks.remote(), timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            return f"the run actor did not answer within {timeout:g} s"
+        except ray.exceptions.RayError as e:
+            return f"the run actor could not answer: {str(e).splitlines()[0]}"
+
     def close(self) -> None:
         import ray
 

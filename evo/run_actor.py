@@ -8,6 +8,8 @@ are answered while run() works; read() serves other processes the store's reads 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 import traceback
 
 import ray
@@ -85,6 +87,12 @@ class RunActor:
 
     def stop(self) -> None:
         self.engine.stop()
+
+    def stacks(self) -> str:
+        """Where each of the actor's threads is now: for a run that does not stop when asked."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        return "\n".join(f"thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
+                         for ident, frame in sys._current_frames().items())
 
     def read(self, name: str, args: tuple, kwargs: dict):
         """One of the store's reads (evo.store.READS) for another process; the live run's status is the

@@ -98,7 +98,7 @@ def _watch(live, config: RunConfig) -> RunStatus:
                     stopping.cancel()
                     _stop_at_once(what, config)
                     raise
-                stopping = _stop_watchdog(config)
+                stopping = _stop_watchdog(live, config)
                 try:
                     print(f"\n{what}: stopping; in-flight evaluations are recorded as interrupted "
                           f"({what} again to stop at once)", file=sys.stderr, flush=True)
@@ -122,18 +122,21 @@ def stop_grace() -> float:
         return STOP_GRACE_S
 
 
-def _stop_watchdog(config: RunConfig) -> threading.Timer:
+def _stop_watchdog(live, config: RunConfig) -> threading.Timer:
     """Bounds the stop: when the run has not ended stop_grace() seconds after it was asked to, the driver writes
-    where each of its threads was (beside the store) and stops at once, as a second Ctrl-C would. Every finished
-    evaluation is stored already; the run is resumed as after a kill."""
+    where each of its threads and the run actor's was (beside the store) and stops at once, as a second Ctrl-C
+    would. Every finished evaluation is stored already; the run is resumed as after a kill."""
     grace = stop_grace()
 
     def fire():
         path = Path(f"{config.db}.stop-stacks.txt")
         try:
             with path.open("w") as f:
+                f.write("the driver (evo run):\n")
+                f.flush()
                 faulthandler.dump_traceback(file=f, all_threads=True)
-            where = f"; where the driver's threads were: {path}"
+                f.write("\nthe run actor:\n" + live.stacks() + "\n")
+            where = f"; where its threads were: {path}"
         except OSError:
             where = ""
         print(f"\nevo run: the run did not stop within {grace:g} s of being asked to: stopping at once{where}; "

@@ -261,7 +261,8 @@ def test_a_run_that_does_not_stop_when_asked_is_stopped_at_once_and_resumes(evo_
     assert "Traceback" not in out
     stopped = [line for line in out.splitlines() if "did not stop within 5 s" in line]
     assert len(stopped) == 1 and "resume with: evo run --resume" in stopped[0], out
-    assert "_watch" in (cwd / "evo.duckdb.stop-stacks.txt").read_text()
+    stacks = (cwd / "evo.duckdb.stop-stacks.txt").read_text()
+    assert "_watch" in stacks and "the run actor did not answer within 5 s" in stacks   # it was frozen
     resumed = evo(evo_bin, cwd, "run", "--resume", "--evaluations", "6", timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     with open_reader(cwd / "evo.duckdb") as db:
