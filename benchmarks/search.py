@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.search_box import FINAL_STARTS, STARTS, TUNING_STARTS, box_values, check_box  # noqa: E402
+from benchmarks.search_box import BOX, FINAL_STARTS, STARTS, TUNING_STARTS, box_values, check_box  # noqa: E402
 from benchmarks.search_methods import (  # noqa: E402
     METHODS, SurrogateExecutor, evo_config, make_method, run_search, search_seed_of, with_seed)
 from benchmarks.search_plot import plot_curves  # noqa: E402
@@ -53,15 +53,21 @@ from genome import content_hash  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 PARAMS = RESULTS / "search_surrogate_params.json"
 FIT_FILE = RESULTS / "search_fit.jsonl"
+# every real training run of every setting (keyed by source, seed, budget and harness, so settings share it)
+EVALUATIONS_FILE = RESULTS / "search_evaluations.jsonl"
 CHECKPOINTS = (8, 16, 32)
 BUDGET_TOKENS = 100_000      # per evaluation: the seed's spread there is about 0.003 bpb (see RESULTS.md)
 
 DEFAULT_OPERATORS = "hyper,merge"      # `evo run`'s offline default
 SAMPLE_2 = "hyper.sample=2,hyper.mutate=0.5,hyper.crossover=0.5,merge"
 
-# evo's one setting for the real comparison, fixed in advance from the surrogate: the variant "fast+best+final",
-# ahead of every other evo variant tried at 16 and 32 evaluations on the tuning starts (RESULTS.md).
-EVO = {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best"}
+# evo's one setting for the real comparison, fixed from the surrogate's tuning starts: the variant
+# "sample-4+best+final+box" (RESULTS.md). The first real runs used "fast+best+final", without the box (EVO_FIRST).
+EVO_FIRST = {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best"}
+# The box as evo's --bounds: its hyper operators keep to it and hyper.sample draws over it, as random search and TPE do
+BOX_BOUNDS = {name: (b.low, b.high) for name, b in BOX.items()}
+EVO = {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge", "confirm": "final",
+       "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS}
 # Variants of evo's settings compared on the surrogate: RunConfig fields (operators as --operators spells them).
 VARIANTS = {
     "default": {},
@@ -109,6 +115,16 @@ VARIANTS = {
                             "confirm": "final", "noise_seeds": 2, "selection": "best"},
     "fast+best+final+adapt": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "adaptive_operators": True},
+    "fast+best+final+box": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
+                            "bounds": BOX_BOUNDS},
+    "fast+t5+final+box": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "tournament_size": 5,
+                          "bounds": BOX_BOUNDS},
+    "sample-4+best+final+box": {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+                                "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
+    "sample-8+best+final+box": {"operators": "hyper.sample=8,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+                                "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
+    "sample-4+t3+final+box": {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+                              "confirm": "final", "noise_seeds": 2, "bounds": BOX_BOUNDS},
     "fast+best+final+steps": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "adaptive_steps": True},
 }
@@ -124,11 +140,19 @@ class Setting:
     budget_tokens: int
     methods: tuple[str, ...]
     seed_base: int
+    cycle: bool = False     # repetition r from starts[r % len(starts)] alone, not from every start
+
+    def runs(self) -> list[tuple[str, int]]:
+        """The (start, repetition) pairs of the setting, repetition first."""
+        if self.cycle:
+            return [(self.starts[r % len(self.starts)], r) for r in range(self.reps)]
+        return [(s, r) for r in range(self.reps) for s in self.starts]
 
 
 SETTINGS = {
-    # the final comparison: held-out starts and seeds (seed_base 1000), 8 repetitions
-    "full": Setting(FINAL_STARTS, 8, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
+    # the final comparison: held-out starts and seeds (seed_base 1000), 8 repetitions, the held-out starts in turn
+    # (seed, far-2, far-3, seed, ...): about 4 h on 2 cores; repetition 1 is the quick setting's second one
+    "full": Setting(FINAL_STARTS, 8, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000, cycle=True),
     # the same on one start and 2 repetitions: about 70 min on 2 cores from far-2 (RESULTS.md), over the hour hoped for
     "quick": Setting(("far-2",), 2, 32, CHECKPOINTS, 3, BUDGET_TOKENS, METHODS, 1000),
     # the real path end to end in a few minutes: 3 runs per method (evo's 2 noise runs and a child), one confirm
@@ -299,14 +323,13 @@ def real_main(args) -> int:
     if args.budget_tokens:
         setting = Setting(**{**setting.__dict__, "budget_tokens": args.budget_tokens})
     records_path = Path(args.records or RESULTS / f"search_{args.setting}.jsonl")
-    done = _read_records(records_path)
-    todo = [(m, s, r) for r in range(setting.reps) for s in setting.starts for m in setting.methods
-            if (m, s, r) not in done]
+    done = {key: r for key, r in _read_records(records_path).items() if _current(r)}
+    todo = [(m, s, r) for s, r in setting.runs() for m in setting.methods if (m, s, r) not in done]
     print(f"search.py real {args.setting}: {len(done)} search(es) done, {len(todo)} to run "
           f"({setting.evaluations} evaluations each, {setting.budget_tokens:,} tokens per evaluation)",
           file=sys.stderr, flush=True)
     if todo:
-        file = EvaluationFile(Path(args.evaluations_file or RESULTS / f"search_{args.setting}_evaluations.jsonl"),
+        file = EvaluationFile(Path(args.evaluations_file or EVALUATIONS_FILE),
                               setting.budget_tokens, harness_digest())
 
         def progress(job, result, seconds):
@@ -321,7 +344,7 @@ def real_main(args) -> int:
                 record = one_search(method, EVO if method == "evo" else {}, start, rep, setting, executor,
                                     seed_source, workers=workers)
                 record.update(setting=args.setting, budget_tokens=setting.budget_tokens, date=today(),
-                              machine=machine())
+                              machine=machine(), **({"evo_setting": EVO} if method == "evo" else {}))
                 with records_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 best = record["checkpoints"][str(setting.checkpoints[-1])]
@@ -331,6 +354,13 @@ def real_main(args) -> int:
             print(f"trained {executor.trained} evaluation(s); the rest came from {file.path.name}",
                   file=sys.stderr)
     return _summary(records_path, Path(args.out) if args.out else records_path.with_suffix(".json"))
+
+
+def _current(record: dict) -> bool:
+    """Whether a record is of the searches the script runs now: evo's searches under an earlier setting (EVO_FIRST
+    had none recorded) are kept in the file as they were, but are run again and left out of the summary."""
+    return record["method"] != "evo" or \
+        json.loads(json.dumps(record.get("evo_setting", EVO_FIRST))) == json.loads(json.dumps(EVO))
 
 
 def _read_records(path: Path) -> dict:
@@ -344,9 +374,12 @@ def _read_records(path: Path) -> dict:
 
 
 def _summary(records_path: Path, out: Path) -> int:
-    records = list(_read_records(records_path).values())
+    everything = list(_read_records(records_path).values())
+    records = [r for r in everything if _current(r)]
     if not records:
         sys.exit(f"search.py: {records_path} holds no finished search")
+    if len(records) < len(everything):
+        print(f"left out: {len(everything) - len(records)} evo search(es) under an earlier setting", file=sys.stderr)
     summary = summarise(records)
     report = {"records": str(records_path.name), "date": today(), "machine": records[-1].get("machine", machine()),
               "searches": len(records), "summary_confirmed": summary}
@@ -434,7 +467,8 @@ def main(argv=None) -> int:
     r.add_argument("--methods", default=None)
     r.add_argument("--budget-tokens", type=int, default=None)
     r.add_argument("--records", default=None, help="finished searches, one JSON line each (resumed from)")
-    r.add_argument("--evaluations-file", default=None, help="finished evaluations (reused on a rerun)")
+    r.add_argument("--evaluations-file", default=None,
+                   help=f"finished evaluations, reused on a rerun (default {EVALUATIONS_FILE.relative_to(ROOT)})")
     r.add_argument("--out", default=None)
 
     f = sub.add_parser("fit", parents=[common], help="real evaluations for the surrogate, then refit it")

@@ -67,6 +67,9 @@ class RunConfig:
     confirm: str = setting("elites", "which elites are confirmed: elites (every one), close (one only while "
                                      "another member is within two noise floors of it) or final (none during the "
                                      "search); the best is always confirmed before the end (default elites)")
+    bounds: dict = setting(dict, "bounds the hyper operators keep each named constant within, and hyper.sample "
+                                 "draws it over, e.g. LEARNING_RATE=3e-4:3e-2,DEPTH=1:4 (default none)",
+                           metavar="NAME=LOW:HIGH,...")
     adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
     adaptive_operators: bool = setting(False, "operators whose children beat their parents more often are drawn "
                                               "more often (each operator's weight times its success rate)")
@@ -115,6 +118,11 @@ class RunConfig:
             raise ConfigError(f"--memory-mb must be 0 or more; got {self.memory_mb:g}")
         if not self.operators or any(not w > 0 for w in self.operators.values()):
             raise ConfigError("--operators needs at least one operator with a positive weight")
+        for name, bound in self.bounds.items():
+            if not (isinstance(bound, (list, tuple)) and len(bound) == 2
+                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
+                    and bound[0] < bound[1]):
+                raise ConfigError(f"--bounds {name}: needs LOW:HIGH with LOW below HIGH; got {bound!r}")
 
     def stored(self) -> dict:
         """The settings that define the run, as stored in the runs table (JSON-ready)."""
@@ -180,13 +188,33 @@ class ReplayConfig:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}")
 
 
+def parse_bounds(text: str | None) -> dict:
+    """--bounds "NAME=LOW:HIGH,..." as {name: (low, high)}; ConfigError with the offending part otherwise."""
+    bounds: dict = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, eq, rest = part.partition("=")
+        low, colon, high = rest.partition(":")
+        try:
+            if not (eq and colon and name.strip()):
+                raise ValueError
+            values = tuple(int(v) if v.strip().lstrip("+-").isdigit() else float(v) for v in (low, high))
+        except ValueError:
+            raise ConfigError(f"--bounds: {part.strip()!r} is not NAME=LOW:HIGH (e.g. LEARNING_RATE=3e-4:3e-2)") \
+                from None
+        bounds[name.strip()] = values
+    return bounds
+
+
 def _normal(value):
     return json.loads(json.dumps(value))
 
 
 def _show(value) -> str:
     if isinstance(value, dict):
-        return ",".join(f"{k}={v:g}" for k, v in value.items())
+        return ",".join(f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, (list, tuple)) else f"{k}={v:g}"
+                        for k, v in value.items())
     return str(value)
 
 

@@ -87,6 +87,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
         if not verdict.ok:
             raise ConfigError(f"--train {config.train} is refused by the validator: {verdict.reason}")
 
+    _check_bounds(config.bounds, seed_source)
     if (why := shield.unavailable()) is not None and not config.allow_unshielded:
         raise ConfigError(f"training cannot be shielded on this machine ({why}), so children could forge their "
                           f"scores; pass --allow-unshielded to search anyway")
@@ -113,6 +114,25 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
     return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state)
+
+
+def _check_bounds(bounds: dict, seed_source: str) -> None:
+    """--bounds names constants the hyper operators change in the seed, and holds the seed's own values."""
+    from genome import hyperparameters, infer_rules
+
+    if not bounds:
+        return
+    view, domains = hyperparameters(seed_source), infer_rules(seed_source).domains
+    for name, (low, high) in bounds.items():
+        if name not in domains:
+            raise ConfigError(f"--bounds {name}: the seed has no such constant for the hyper operators to change "
+                              f"(they change {', '.join(sorted(domains))})")
+        value = view[name].value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"--bounds {name}: the seed's {name} = {view[name].text} is not a number")
+        if not low <= value <= high:
+            raise ConfigError(f"--bounds {name}={low:g}:{high:g} leaves out the seed's own {name} = "
+                              f"{view[name].text}")
 
 
 def _check_writable(db: str) -> None:

@@ -40,9 +40,10 @@ from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.scoring import SCORED_PURPOSES, score
 from evo.selection import Member, elites, select_parents, survivors
-from genome import Genome, content_hash, lowest_common_ancestor, validate
+from genome import Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
 from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
 from operators.errors import OperatorConfigError, OperatorUnavailable
+from operators.hyper import in_bound
 from operators.registry import REGISTRY
 from operators.variation import Variation
 
@@ -435,6 +436,8 @@ class SearchPolicy:
         ancestor = self._ancestor(parents) if "ancestor" in spec.needs else None
         context = self._llm_context(parents) if "context" in spec.needs else None
         settings = {}
+        if self.config.bounds and "bounds" in inspect.signature(spec.function).parameters:
+            settings["bounds"] = dict(self.config.bounds)
         if self.config.adaptive_steps and spec.name == "hyper.mutate":
             base = spec.settings.get("sigma", inspect.signature(spec.function).parameters["sigma"].default)
             settings["sigma"] = base * self.step
@@ -462,15 +465,25 @@ class SearchPolicy:
             return Verdict("duplicate", reason=reason, give_up=self._count_unusable(variation, reason))
         self.sources[child_id] = child_id
         verdict = validate(variation.source)
-        if not verdict.ok:
-            self.attempts.append(Attempt(variation.description, "rejected", variation.operator, None,
-                                         verdict.reason[:200]))
-            return Verdict("rejected", child_id, verdict.reason)
+        reason = verdict.reason if not verdict.ok else self._outside_bounds(variation.source)
+        if reason:
+            self.attempts.append(Attempt(variation.description, "rejected", variation.operator, None, reason[:200]))
+            return Verdict("rejected", child_id, reason)
         parent_ids = proposal.parent_ids
         self.genomes[child_id] = Genome(variation.source, parent_ids, variation.operator, variation.description)
         self.parents[child_id] = parent_ids
         self.ready.append(child_id)
         return Verdict("proposed", child_id)
+
+    def _outside_bounds(self, source: str) -> str | None:
+        """Why a child leaves the run's --bounds (whatever operator made it), or None."""
+        if not self.config.bounds:
+            return None
+        view = hyperparameters(source)
+        for name, (low, high) in self.config.bounds.items():
+            if name in view and not in_bound(view[name].value, (low, high)):
+                return f"{name} = {view[name].text} is outside --bounds {name}={low:g}:{high:g}"
+        return None
 
     def _count_unusable(self, variation: Variation, reason: str) -> str | None:
         """Invalid and duplicate children in a row: past a bound the operators cannot make progress."""

@@ -1,6 +1,10 @@
 """Offline hyperparameter operators: mutation (one to a few values perturbed within their inferred domains), sampling
 (a few values drawn afresh over a wide range around the parent's) and uniform crossover of two parents' values.
-Each rewrites only the literals of the assignments it changes."""
+Each rewrites only the literals of the assignments it changes.
+
+bounds (the run's --bounds: {name: (low, high)}) are kept by every operator: a value outside its bound is never
+proposed, and hyper.sample draws a bounded value afresh over its whole bound (on its scale) instead of around
+the parent's."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import math
 import random
 
 from genome import Genome, format_value, hyperparameters, infer_rules, rewrite
+from typing import Mapping
+
 from genome.constraints import Domain, Rules
 from operators.variation import Variation
 
@@ -83,7 +89,7 @@ def describe_change(name: str, old_text: str, new_value, old_value) -> str:
 
 
 def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_changes: int = 3, digits: int = 3,
-           tries: int = 30) -> Variation:
+           tries: int = 30, bounds: Mapping | None = None) -> Variation:
     """Perturbs one to max_changes hyperparameters of parent (one most often), each within its inferred domain
     (genome.constraints), keeping every inferred constraint. Floats move by log-normal factors (sigma), sizes
     that are powers of two double or halve, other ints step by 1 or 2, strings switch among known values."""
@@ -91,14 +97,16 @@ def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_change
         raise ValueError(f"{MUTATE} needs sigma > 0, max_changes >= 1 and tries >= 1")
     count = lambda: min(max_changes, 1 + (rng.random() < 0.4) + (rng.random() < 0.25))  # one change most often
     return _change_some(parent, rng, MUTATE, count,
-                        lambda domain, value: perturb(domain, value, rng, sigma=sigma, digits=digits), tries,
-                        "no change to the parent's hyperparameters keeps their constraints", "")
+                        lambda name, domain, value: perturb(domain, value, rng, sigma=sigma, digits=digits), tries,
+                        "no change to the parent's hyperparameters keeps their constraints", "", bounds)
 
 
 def _change_some(parent: Genome, rng: random.Random, operator: str, count, new_value, tries: int, none_kept: str,
-                 prefix: str) -> Variation:
-    """Changes count() of parent's hyperparameters, chosen at random, each to a new_value(domain, value) that keeps
-    every inferred constraint (up to tries draws each): hyper.mutate's and hyper.sample's common walk."""
+                 prefix: str, bounds: Mapping | None = None) -> Variation:
+    """Changes count() of parent's hyperparameters, chosen at random, each to a new_value(name, domain, value) that
+    keeps every inferred constraint and its bound (up to tries draws each): hyper.mutate's and hyper.sample's common
+    walk."""
+    bounds = bounds or {}
     view = hyperparameters(parent.source)
     rules = infer_rules(parent.source)
     names = list(rules.domains)
@@ -112,8 +120,8 @@ def _change_some(parent: Genome, rng: random.Random, operator: str, count, new_v
         if len(changes) == wanted:
             break
         for _ in range(tries):
-            new = new_value(rules.domains[name], current[name])
-            if new != current[name] and type(new) is type(current[name]) \
+            new = new_value(name, rules.domains[name], current[name])
+            if new != current[name] and type(new) is type(current[name]) and in_bound(new, bounds.get(name)) \
                     and not rules.violations({**current, **changes, name: new}):
                 changes[name] = new
                 break
@@ -160,16 +168,56 @@ def draw(domain: Domain, value, rng: random.Random, *, span: float = 10.0, digit
     raise ValueError(f"no draw for domain kind {kind!r}")
 
 
+def in_bound(value, bound) -> bool:
+    """Whether value keeps bound ((low, high), or None for no bound)."""
+    return bound is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and bound[0] <= value <= bound[1])
+
+
+def draw_within(domain: Domain, value, low: float, high: float, rng: random.Random, *, digits: int = 3):
+    """A value drawn afresh over the whole bound [low, high], on the domain's scale: powers of two uniformly among
+    those inside, betas log-uniformly on the scale of 1 - beta, rates and scales log-uniformly, other ints and
+    floats uniformly; rounded as draw() rounds, and never outside the bound."""
+    kind = domain.kind
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "pow2":
+        lo, hi = math.ceil(math.log2(max(low, 1))), math.floor(math.log2(high))
+        return 2 ** rng.randint(lo, hi) if lo <= hi else value
+    if kind == "beta" and high < 1.0:
+        gap = _round_sig(math.exp(rng.uniform(math.log(1.0 - high), math.log(1.0 - low))), digits - 1)
+        decimals = max(digits, 1 - math.floor(math.log10(gap)) + digits - 1)
+        new = round(1.0 - gap, decimals)
+    elif kind in ("log", "switch") and low > 0:
+        new = math.exp(rng.uniform(math.log(low), math.log(high)))
+        new = round(new) if whole else _round_sig(new, digits)
+    elif whole:
+        unit = domain.unit if kind == "step" else 1
+        lo, hi = math.ceil(low / unit), math.floor(high / unit)
+        return unit * rng.randint(lo, hi) if lo <= hi else value
+    else:
+        new = round(rng.uniform(low, high), digits)
+    if whole:
+        return min(max(new, math.ceil(low)), math.floor(high))
+    return min(max(new, float(low)), float(high))
+
+
 def sample(parent: Genome, rng: random.Random, *, min_changes: int = 3, max_changes: int = 12, span: float = 10.0,
-           digits: int = 3, tries: int = 30) -> Variation:
+           digits: int = 3, tries: int = 30, bounds: Mapping | None = None) -> Variation:
     """Draws min_changes to max_changes of parent's hyperparameters afresh (see draw(): rates x/÷ span, betas on
     1 - beta, fractions within 0.5, sizes a few doublings), keeping every inferred constraint: the global step
     that hyper.mutate's small ones are not, for a parent far from good."""
     if not 1 <= min_changes <= max_changes or span <= 1 or tries < 1:
         raise ValueError(f"{SAMPLE} needs 1 <= min_changes <= max_changes, span > 1 and tries >= 1")
-    return _change_some(parent, rng, SAMPLE, lambda: rng.randint(min_changes, max_changes),
-                        lambda domain, value: draw(domain, value, rng, span=span, digits=digits), tries,
-                        "no fresh draw of the parent's hyperparameters keeps their constraints", "drawn afresh: ")
+    bounds = bounds or {}
+
+    def fresh(name, domain, value):
+        if name in bounds:
+            return draw_within(domain, value, *bounds[name], rng, digits=digits)
+        return draw(domain, value, rng, span=span, digits=digits)
+
+    return _change_some(parent, rng, SAMPLE, lambda: rng.randint(min_changes, max_changes), fresh, tries,
+                        "no fresh draw of the parent's hyperparameters keeps their constraints", "drawn afresh: ",
+                        bounds)
 
 
 def _combined(a: Rules, b: Rules, values_a: dict, values_b: dict) -> Rules:
@@ -180,14 +228,17 @@ def _combined(a: Rules, b: Rules, values_a: dict, values_b: dict) -> Rules:
     return Rules({**b.domains, **a.domains}, tuple(both))
 
 
-def crossover(a: Genome, b: Genome, rng: random.Random, *, rate: float = 0.5, tries: int = 20) -> Variation:
+def crossover(a: Genome, b: Genome, rng: random.Random, *, rate: float = 0.5, tries: int = 20,
+              bounds: Mapping | None = None) -> Variation:
     """Uniform crossover: a's source, with each hyperparameter on which the parents differ taken from b with
     probability rate, keeping the constraints inferred from either parent that both keep. Other code is a's."""
     if not 0 < rate < 1 or tries < 1:
         raise ValueError(f"{CROSSOVER} needs 0 < rate < 1 and tries >= 1")
     view_a, view_b = hyperparameters(a.source), hyperparameters(b.source)
+    bounds = bounds or {}
     differing = [n for n, h in view_a.items()
-                 if n in view_b and type(view_b[n].value) is type(h.value) and view_b[n].value != h.value]
+                 if n in view_b and type(view_b[n].value) is type(h.value) and view_b[n].value != h.value
+                 and in_bound(view_b[n].value, bounds.get(n))]
     if not differing:
         return Variation.invalid(CROSSOVER, "the parents do not differ in any hyperparameter")
     current = {n: h.value for n, h in view_a.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from evo.cli.flags import add_flags, given, values
 from evo.cli.live import LiveView
-from evo.config import RunConfig
+from evo.config import RunConfig, parse_bounds
 from evo.run_status import RunStatus
 
 
@@ -33,6 +33,7 @@ def run(args, argv) -> int:
 
     settings = values(args, RunConfig)
     settings["operators"] = REGISTRY.parse_weights(args.operators)
+    settings["bounds"] = parse_bounds(args.bounds)
     if not args.resume and settings["evaluations"] is None and settings["hours"] is None:
         settings["evaluations"] = 32
     config = RunConfig(**settings)

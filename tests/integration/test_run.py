@@ -97,6 +97,10 @@ def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path)
     (["--resume", "--db", "missing.duckdb"], "--resume: no database at missing.duckdb"),
     (["--address", "127.0.0.1:9", "--operators", "hyper"], "--address 127.0.0.1:9: cannot reach a Ray cluster there"),
     (["--train", "nope.py", "--operators", "hyper"], "nope.py: no such file"),
+    (["--bounds", "LEARNING_RATE"], "--bounds: 'LEARNING_RATE' is not NAME=LOW:HIGH"),
+    (["--bounds", "LEARNING_RATE=0.1:0.01"], "--bounds LEARNING_RATE: needs LOW:HIGH with LOW below HIGH"),
+    (["--bounds", "NOPE=1:2", "--operators", "hyper"], "--bounds NOPE: the seed has no such constant"),
+    (["--bounds", "LEARNING_RATE=0.5:0.9", "--operators", "hyper"], "leaves out the seed's own LEARNING_RATE"),
 ])
 def test_bad_run_input_gets_one_clear_line(evo_bin, tmp_path, args, message):
     proc = evo(evo_bin, task_dir(tmp_path), "run", *args, timeout=120)

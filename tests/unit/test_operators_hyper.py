@@ -153,3 +153,56 @@ def test_uniform_crossover_takes_each_value_from_one_parent_and_keeps_the_constr
 def test_crossover_of_parents_with_equal_hyperparameters_says_there_is_nothing_to_cross():
     variation = crossover(PARENT, PARENT, random.Random(0))
     assert variation.status == "invalid" and "do not differ" in variation.reason
+
+
+# The benchmark's box, written out here: every constant of the seed bounded, on each of its scales.
+BOUNDS = {"DEPTH": (1, 4), "WIDTH": (64, 256), "N_HEADS": (1, 4), "MLP_RATIO": (1, 6), "BATCH_SIZE": (4, 32),
+          "LEARNING_RATE": (3e-4, 3e-2), "EMBED_LR_SCALE": (0.1, 10.0), "WEIGHT_DECAY": (1e-4, 0.3),
+          "ADAM_BETA1": (0.5, 0.98), "ADAM_BETA2": (0.8, 0.999), "WARMUP_FRACTION": (0.0, 0.2),
+          "WARMDOWN_FRACTION": (0.1, 0.8), "FINAL_LR_FRACTION": (0.0, 0.5), "GRAD_CLIP": (0.1, 10.0),
+          "LOGIT_SOFTCAP": (3.0, 100.0), "ROPE_BASE": (100.0, 1e6), "INIT_STD": (0.002, 0.2)}
+
+
+def test_with_bounds_sampling_draws_each_bounded_value_over_its_whole_bound_and_never_outside():
+    bounds = {n: b for n, b in BOUNDS.items() if n in values(SEED)}
+    assert len(bounds) >= 10
+    rng = random.Random(1)
+    parent_values = values(SEED)
+    rules = infer_rules(SEED)
+    seen: dict[str, list] = {n: [] for n in bounds}
+    for _ in range(600):
+        variation = sample(PARENT, rng, bounds=bounds)
+        assert variation.ok, variation.reason
+        child = values(variation.source)
+        broken = [b for b in _known_constraints(child, parent_values)   # a bound from 0 lets a value reach 0
+                  if not (b.endswith("(was positive)") and bounds[b.split(" = ")[0]][0] == 0)]
+        assert rules.violations(child) == [] and broken == []
+        for name, (low, high) in bounds.items():
+            assert low <= child[name] <= high, (name, child[name])
+            if child[name] != parent_values[name]:
+                seen[name].append(child[name])
+    # the whole bound, not a range around the parent: both ends of the learning rate's 100x are reached
+    lr = seen["LEARNING_RATE"]
+    assert min(lr) < 5e-4 and max(lr) > 1.8e-2
+    assert set(seen["WIDTH"]) <= {64, 128, 256} and len(set(seen["WIDTH"])) >= 2
+    beta2 = seen["ADAM_BETA2"]
+    assert min(beta2) < 0.85 and max(beta2) > 0.995
+
+
+def test_with_bounds_mutation_and_crossover_never_leave_them():
+    bounds = {"LEARNING_RATE": (values(SEED)["LEARNING_RATE"], values(SEED)["LEARNING_RATE"] * 1.2)}
+    rng = random.Random(2)
+    moved = 0
+    for _ in range(300):
+        variation = mutate(PARENT, rng, bounds=bounds)
+        assert variation.ok, variation.reason
+        lr = values(variation.source)["LEARNING_RATE"]
+        assert bounds["LEARNING_RATE"][0] <= lr <= bounds["LEARNING_RATE"][1]
+        moved += lr != values(SEED)["LEARNING_RATE"]
+    assert moved > 0                                    # it still moves inside the bound
+    outside = Genome.seed(with_hyperparameters(SEED, LEARNING_RATE=repr(values(SEED)["LEARNING_RATE"] * 5),
+                                               WARMDOWN_FRACTION="0.33"))
+    for _ in range(50):
+        variation = crossover(PARENT, outside, rng, bounds=bounds)
+        assert variation.ok, variation.reason
+        assert values(variation.source)["LEARNING_RATE"] == values(SEED)["LEARNING_RATE"]   # never taken from b

@@ -16,7 +16,7 @@ from evo.population import (
     Task,
     vary,
 )
-from genome import content_hash, lowest_common_ancestor
+from genome import content_hash, hyperparameters, lowest_common_ancestor, rewrite
 from operators.registry import REGISTRY
 from operators.variation import Variation
 from tests.support.genomes import tiny_source
@@ -380,6 +380,24 @@ def test_a_child_the_validator_refuses_is_rejected_and_never_run():
     verdict = policy.child(proposal, Variation.child("hyper.mutate", "import os\nos.system('x')\n", "bad"))
     assert verdict.status == "rejected" and verdict.reason
     assert not policy.ready and policy.attempts[-1].status == "rejected"
+
+
+def test_with_bounds_the_hyper_operators_are_given_them_and_a_child_outside_is_rejected_whoever_made_it():
+    lr = hyperparameters(SEED)["LEARNING_RATE"].value
+    bounds = {"LEARNING_RATE": (lr / 2, lr * 2)}
+    policy = SearchPolicy(settings(operators={"hyper.sample": 1.0, "hyper.mutate": 1.0}, bounds=bounds), SEED)
+    noise_done(policy)
+    *proposals, last = policy.proposals()
+    assert proposals and all(p.settings["bounds"] == bounds for p in [*proposals, last])
+    for proposal in proposals:
+        verdict = policy.child(proposal, vary(proposal)[0])
+        assert verdict.status == "proposed"
+        assert lr / 2 <= hyperparameters(policy.genome(verdict.id).source)["LEARNING_RATE"].value <= lr * 2
+    # a child from any operator (an LLM's edit, a merge) that leaves the bounds is refused before it runs
+    outside = rewrite(SEED, {"LEARNING_RATE": lr * 3})
+    verdict = policy.child(last, Variation.child("llm.mutate", outside, "raise the learning rate"))
+    assert verdict.status == "rejected" and "is outside --bounds LEARNING_RATE=" in verdict.reason
+    assert content_hash(outside) not in policy.ready
 
 
 def test_an_llm_family_that_becomes_unavailable_leaves_the_offline_operators():
