@@ -5,7 +5,8 @@ Every method asks for jobs (a source and the seed to train it on) and is told ea
 one training run and counts against its budget, whatever its purpose (evo's noise and confirm evaluations too).
 
     evo            evo's own search policy (evo.population.SearchPolicy), the code `evo run` executes, with the
-                   offline operators; children outside the box are moved onto its edge
+                   offline operators and the box as its --bounds (search.py's EVO); under a setting without
+                   bounds, children outside the box are moved onto its edge
     autoresearch   one lineage: a hyper.mutate child of the current head, kept only if it beats its parent
     random         uniform over the box (on each constant's scale)
     tpe            optuna's TPESampler over the box (defaults, constant_liar for parallel asks)
