@@ -10,6 +10,7 @@ import pytest
 
 from evo import shield
 from evo.store import open_reader
+from genome import hyperparameters
 from tests.support.genomes import FAILING, ROOT, tiny_source
 from tests.support.runs import evo, wait_for_reader
 
@@ -25,7 +26,7 @@ def task_dir(tmp_path, seed=None):
 
 def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
     cwd = task_dir(tmp_path)
-    proc = evo(evo_bin, cwd, "run", "--evaluations", "8", *TINY_RUN)
+    proc = evo(evo_bin, cwd, "run", "--evaluations", "8", *TINY_RUN, "--bounds", "LEARNING_RATE=0.002:0.004,DEPTH=1:2")
     assert proc.returncode == 0, proc.stderr
     assert "best: " in proc.stdout and "lineage: evo lineage" in proc.stdout
     with open_reader(cwd / "evo.duckdb") as db:
@@ -43,6 +44,13 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
         best_id = proc.stdout.split("best: ")[1].split()[0]
         best = [e for e in evaluations if e.individual_id == best_id and e.status == "ok"]
         assert any(e.purpose == "confirm" for e in best) or best_id == seeds[0].id
+        # --bounds is stored with the run and every child that trained kept it
+        assert run.config["bounds"] == {"LEARNING_RATE": [0.002, 0.004], "DEPTH": [1, 2]}
+        trained = {e.individual_id for e in evaluations}
+        for i in db.individuals(run.run_id, with_source=True):
+            if i.id in trained:
+                view = hyperparameters(i.source)
+                assert 0.002 <= view["LEARNING_RATE"].value <= 0.004 and view["DEPTH"].value in (1, 2)
         assert len({e.seed for e in evaluations if e.purpose == "search"}) == 1  # shared search seed
         # The test split is measured for the seed's noise evaluations and every confirmation, never for a search
         # evaluation, and the run reports its best's test_bpb (the mean over those) beside its val_bpb.
