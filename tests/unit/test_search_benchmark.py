@@ -80,3 +80,46 @@ def test_evo_counts_its_noise_and_confirm_runs_against_the_same_budget():
     assert done.search_done + done.confirm_done + done.noise_done == 24
     source, reported = out["snapshots"][24]
     assert reported == method.policy.best()["mean_bpb"]
+
+
+def test_the_full_setting_takes_the_held_out_starts_in_turn_and_evo_records_of_another_setting_are_run_again():
+    from benchmarks import search
+
+    full = search.SETTINGS["full"]
+    assert full.reps == 8 and [s for s, _ in full.runs()] == ["seed", "far-2", "far-3"] * 2 + ["seed", "far-2"]
+    assert [r for _, r in full.runs()] == list(range(8))
+    assert len(search.SETTINGS["quick"].runs()) == 2                  # one start, every repetition
+    first = {"method": "evo", "start": "seed", "rep": 0}               # recorded before evo_setting existed
+    assert not search._current(first)
+    assert search._current({**first, "evo_setting": json.loads(json.dumps(search.EVO))})
+    assert search._current({"method": "random", "start": "seed", "rep": 0})
+
+
+class RecordingExecutor(SurrogateExecutor):
+    """The surrogate executor, keeping every source it was asked to train."""
+
+    def __init__(self, surrogate, workers):
+        super().__init__(surrogate, workers)
+        self.sources = []
+
+    def submit(self, job):
+        self.sources.append(job.source)
+        super().submit(job)
+
+
+def test_evo_given_the_box_as_bounds_proposes_inside_it_where_without_them_children_are_clipped():
+    from benchmarks import search
+
+    def clipped_children(setting: dict) -> int:
+        settings = {k: v for k, v in setting.items() if k != "operators"}
+        config = with_seed(evo_config(setting["operators"], **settings), 3)
+        method = make_method("evo", seed_source=seed_source(), start="far-2", config=config, workers=2)
+        executor = RecordingExecutor(lambda src, s: 3.0 - 0.01 * (int(src.encode().hex()[-6:], 16) % 50), 2)
+        run_search(method, executor, 24, (24,))
+        assert len(executor.sources) == 24 and all(inside(box_values(s)) for s in executor.sources)
+        assert len(set(executor.sources)) > 12                  # it searched, not one point again and again
+        policy = method.policy
+        return sum("kept in the box" in policy.genome(i).description for i in policy.genomes if i != policy.seed_id)
+
+    assert clipped_children(search.EVO) == 0
+    assert clipped_children(search.EVO_FIRST) > 0             # without bounds its draws leave the box
