@@ -51,7 +51,8 @@ def run(args, argv) -> int:
 
 @contextmanager
 def _stop_signals():
-    """SIGTERM and SIGHUP stop the run as Ctrl-C does (schedulers, containers and `timeout` send them). Yields the
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (schedulers, containers and `timeout` send them), and Ctrl-C
+    works even where the process inherited it ignored or blocked. Yields the
     names of the signals received: Ray turns an interrupt inside its own waits into a plain KeyboardInterrupt, so
     the name cannot travel with the exception."""
     received: list[str] = []
@@ -61,6 +62,10 @@ def _stop_signals():
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C too, whatever this process inherited: a command started with & from a script (or by a runner that
+    # does so) begins with SIGINT ignored, and Python then leaves it ignored; a blocked mask is inherited as well.
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     try:
         yield received
     finally:
