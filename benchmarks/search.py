@@ -60,14 +60,10 @@ BUDGET_TOKENS = 100_000      # per evaluation: the seed's spread there is about 
 
 DEFAULT_OPERATORS = "hyper,merge"      # `evo run`'s offline default
 SAMPLE_2 = "hyper.sample=2,hyper.mutate=0.5,hyper.crossover=0.5,merge"
+SAMPLE_4 = "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge"
 
-# evo's one setting for the real comparison, fixed from the surrogate's tuning starts: the variant
-# "sample-4+best+final+box" (RESULTS.md). The first real runs used "fast+best+final", without the box (EVO_FIRST).
-EVO_FIRST = {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best"}
 # The box as evo's --bounds: its hyper operators keep to it and hyper.sample draws over it, as random search and TPE do
 BOX_BOUNDS = {name: (b.low, b.high) for name, b in BOX.items()}
-EVO = {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge", "confirm": "final",
-       "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS}
 # Variants of evo's settings compared on the surrogate: RunConfig fields (operators as --operators spells them).
 VARIANTS = {
     "default": {},
@@ -111,7 +107,7 @@ VARIANTS = {
                               "population": 4},
     "fast+best+final+pop-8": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "population": 8},
-    "sample-4+best+final": {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+    "sample-4+best+final": {"operators": SAMPLE_4,
                             "confirm": "final", "noise_seeds": 2, "selection": "best"},
     "fast+best+final+adapt": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "adaptive_operators": True},
@@ -119,15 +115,20 @@ VARIANTS = {
                             "bounds": BOX_BOUNDS},
     "fast+t5+final+box": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "tournament_size": 5,
                           "bounds": BOX_BOUNDS},
-    "sample-4+best+final+box": {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+    "sample-4+best+final+box": {"operators": SAMPLE_4,
                                 "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
     "sample-8+best+final+box": {"operators": "hyper.sample=8,hyper.mutate=0.5,hyper.crossover=0.5,merge",
                                 "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
-    "sample-4+t3+final+box": {"operators": "hyper.sample=4,hyper.mutate=0.5,hyper.crossover=0.5,merge",
+    "sample-4+t3+final+box": {"operators": SAMPLE_4,
                               "confirm": "final", "noise_seeds": 2, "bounds": BOX_BOUNDS},
     "fast+best+final+steps": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "adaptive_steps": True},
 }
+
+# evo's one setting for the real comparison, fixed from the surrogate's tuning starts (RESULTS.md); the first real
+# runs used "fast+best+final", without the box (EVO_FIRST)
+EVO = VARIANTS["sample-4+best+final+box"]
+EVO_FIRST = VARIANTS["fast+best+final"]
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,8 @@ def run(args, argv) -> int:
 @contextmanager
 def _stop_signals():
     """SIGTERM and SIGHUP stop the run as Ctrl-C does (schedulers, containers and `timeout` send them), and Ctrl-C
-    works even where the process inherited it ignored or blocked. Yields the
-    names of the signals received: Ray turns an interrupt inside its own waits into a plain KeyboardInterrupt, so
-    the name cannot travel with the exception."""
+    works even where the process inherited it ignored or blocked. Yields the names of the signals received: Ray
+    turns an interrupt inside its own waits into a plain KeyboardInterrupt, so the name cannot travel with it."""
     received: list[str] = []
 
     def handler(signum, frame):
