@@ -500,7 +500,8 @@ class SearchPolicy:
     def _llm_context(self, parents: list[Genome]) -> LLMContext:
         lineages = [self._lineage(p.id) for p in parents]
         return LLMContext(program=self.program, parent=lineages[0], other=lineages[1] if len(lineages) > 1 else None,
-                          recent=tuple(self.attempts), noise_bpb=self.noise_floor)
+                          recent=tuple(self.attempts), noise_bpb=self.noise_floor,
+                          bounds=tuple((name, low, high) for name, (low, high) in (self.config.bounds or {}).items()))
 
     def _lineage(self, id: str) -> Lineage:
         steps = []

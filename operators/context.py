@@ -74,19 +74,26 @@ class LLMContext:
 
     program: the text of program.md; parent: the (first) parent's lineage; other: the second parent's, for a
     crossover; recent: the population's recent attempts, oldest first; noise_bpb: the measured seed-to-seed
-    standard deviation of val_bpb, so the model can tell a real gain from noise."""
+    standard deviation of val_bpb, so the model can tell a real gain from noise; bounds: the run's --bounds as
+    (name, low, high), so the model does not spend a call on a child the run will reject."""
 
     program: str = ""
     parent: Lineage = Lineage()
     other: Lineage | None = None
     recent: tuple[Attempt, ...] = ()
     noise_bpb: float | None = None
+    bounds: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.program, str):
             raise TypeError("program must be the text of program.md")
         object.__setattr__(self, "recent", tuple(self.recent))
         _check_bpb("noise_bpb", self.noise_bpb)
+        bounds = tuple((str(name), float(low), float(high)) for name, low, high in self.bounds)
+        for name, low, high in bounds:
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"bounds for {name} must be finite with low <= high; got {low!r}, {high!r}")
+        object.__setattr__(self, "bounds", bounds)
 
 
 @dataclass(frozen=True)

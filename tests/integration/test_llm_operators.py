@@ -2,6 +2,7 @@
 Messages API and answers from a per-test script. Every scripted answer ends as a valid child or a recorded
 `invalid`, never as an exception out of the operator."""
 
+import dataclasses
 import random
 import threading
 import time
@@ -207,6 +208,20 @@ def test_requests_carry_cache_control_on_the_stable_prefix(server):
     assert second["system"] == first["system"]
     assert second["messages"][0]["content"][:2] == blocks[:2]
     assert second["messages"][0]["content"][2] != blocks[2]
+
+
+def test_the_run_s_bounds_are_in_the_request_and_out_of_the_cached_prefix(server):
+    server.script(message(GOOD), message(GOOD))
+    client = client_for(server)
+    mutate(client)
+    bounded = dataclasses.replace(CONTEXT, bounds=(("LEARNING_RATE", 3e-4, 3e-2), ("DEPTH", 1, 4)))
+    mutate(client, context=bounded)
+    plain, told = (r["messages"][0]["content"] for r in server.requests)
+    assert "within bounds" not in plain[2]["text"]
+    assert "LEARNING_RATE 0.0003 to 0.03, DEPTH 1 to 4" in told[2]["text"]
+    assert told[:2] == plain[:2]
+    with pytest.raises(ValueError, match="DEPTH"):
+        LLMContext(bounds=(("DEPTH", 4, 1),))
 
 
 def test_the_recorded_usage_matches_what_the_server_reported(server):

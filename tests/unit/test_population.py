@@ -400,6 +400,18 @@ def test_with_bounds_the_hyper_operators_are_given_them_and_a_child_outside_is_r
     assert content_hash(outside) not in policy.ready
 
 
+def test_the_llm_operators_are_told_the_bounds_a_child_must_keep():
+    lr = hyperparameters(SEED)["LEARNING_RATE"].value
+    bounds = {"LEARNING_RATE": (lr / 2, lr * 2), "WEIGHT_DECAY": (0.0, 0.5)}
+    policy = SearchPolicy(settings(operators={"llm.mutate": 1.0}, bounds=bounds), SEED, llm=True)
+    noise_done(policy)
+    proposal = policy.proposals()[0]
+    assert proposal.context.bounds == (("LEARNING_RATE", lr / 2, lr * 2), ("WEIGHT_DECAY", 0.0, 0.5))
+    unbounded = SearchPolicy(settings(operators={"llm.mutate": 1.0}), SEED, llm=True)
+    noise_done(unbounded)
+    assert unbounded.proposals()[0].context.bounds == ()
+
+
 def test_an_llm_family_that_becomes_unavailable_leaves_the_offline_operators():
     policy = SearchPolicy(settings(operators={"llm.mutate": 1.0}), SEED, llm=True, program="be brief")
     noise_done(policy)
