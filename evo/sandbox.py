@@ -39,7 +39,7 @@ from evo.batch_server import (HANDOVER_ALLOWANCE, STARTUP_ALLOWANCE, BatchServer
 from evo.channel import CHANNEL_VAR
 from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
-from evo.supervise import MEMORY_EXIT
+from evo.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
@@ -88,6 +88,9 @@ class EvalRequest:
     time_limit: float | None = None
     threads: int | None = None    # torch threads in both phases; None leaves torch's default
     memory_mb: float = 0          # resident memory limit of each phase, all its processes together; 0: none
+    disk_mb: float = Limits.disk_mb  # what each phase may leave in its scratch folder and /tmp; 0: no limit
+    files: int = Limits.files     # how many files each phase may leave there; 0: no limit
+    processes: int = Limits.processes  # how many processes each phase may have at once; 0: no limit
     fixed_files: tuple[Path, ...] = ()  # read-only files train.py may import besides the harness (kernels.py)
     score: bool = True            # False: stop after the train phase (the pre-flight)
     test: bool = False            # True: the scorer also measures test_bpb (where the data has a test split)
@@ -166,14 +169,15 @@ class _Capture(threading.Thread):
         return out
 
 
-def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, memory_mb: float,
+def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limits,
                on_line: Callable[[str], None] | None, pass_fds: tuple[int, ...] = (),
                deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, float]:
-    """Runs one phase under the supervisor (evo.supervise) to its end, its limit, or deadline() (a monotonic
-    time, which may move as the phase goes). Returns (exit status, or None on timeout; output; seconds)."""
+    """Runs one phase under the supervisor (evo.supervise, which holds it to limits) to its end, its time limit,
+    or deadline() (a monotonic time, which may move as the phase goes). Returns (exit status, or None on timeout;
+    output; seconds)."""
     marker = new_marker()
     env = {**env, MARKER_VAR: marker}
-    cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, str(memory_mb), "--", *cmd]
+    cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, limits.text(), "--", *cmd]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
@@ -207,6 +211,8 @@ def _failure_reason(output: str, code: int) -> tuple[str, str]:
     last = tail[-1].strip() if tail else ""
     if code == MEMORY_EXIT:
         return "oom", last or "memory limit exceeded"
+    if code in (DISK_EXIT, PROCESS_EXIT):
+        return "crash", last or "a limit on what an evaluation may use was exceeded"
     if "OutOfMemoryError" in output or "CUDA out of memory" in output or "MemoryError" in last:
         return "oom", last or "out of memory"
     if code == 128 + signal.SIGKILL:
@@ -249,6 +255,13 @@ def _phase_env(base: dict, shielded: bool, work: Path, name: str) -> dict:
     return env
 
 
+def _limits(request: EvalRequest, work: Path, name: str) -> Limits:
+    """What the phase `name` may use: the request's memory limit, and the disk and process limits over the two
+    folders it can write (work/name and work/name-tmp, its /tmp)."""
+    return Limits(memory_mb=request.memory_mb, processes=request.processes, disk_mb=request.disk_mb,
+                  files=request.files, watch=(str(work / name), str(work / f"{name}-tmp")))
+
+
 def _behind_shield(cmd: list[str], work: Path, name: str, binds: list[shield.Bind], covers: list[Path],
                    gpu: bool) -> list[str]:
     """cmd behind the shield, with work/name as its working folder and work/name-tmp as its /tmp."""
@@ -285,7 +298,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:
-        code, log, _ = _run_phase(cmd, scratch, env, limit, request.memory_mb, on_line,
+        code, log, _ = _run_phase(cmd, scratch, env, limit, _limits(request, work, "train"), on_line,
                                   pass_fds=(theirs.fileno(),), deadline=server.deadline)
     finally:
         theirs.close()
@@ -348,7 +361,7 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     reader.start()
     try:
         code, log, _ = _run_phase(cmd, work / "scorer", _phase_env(env, shielded, work, "scorer"), EVAL_PHASE_LIMIT,
-                                  request.memory_mb, None, pass_fds=(write_end,))
+                                  _limits(request, work, "scorer"), None, pass_fds=(write_end,))
     finally:
         os.close(write_end)
     reader.join(timeout=10)

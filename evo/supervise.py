@@ -1,6 +1,6 @@
 """The supervisor that stands between a worker and one phase of an evaluation.
 
-    python -m evo.supervise MARKER MEMORY_MB -- python train.py
+    python -m evo.supervise MARKER LIMITS_JSON -- python train.py
 
 It runs the command, and
 - dies with its parent: the kernel sends it SIGTERM when the worker (or whatever started it) dies, and on SIGTERM
@@ -8,20 +8,52 @@ It runs the command, and
   outright, the command still dies with it (PR_SET_PDEATHSIG), and evo.proctree.sweep_orphans ends the rest;
 - enforces the memory limit by summing the resident memory of every process of the evaluation twice a second,
   which works with CUDA (an address-space limit does not: CUDA reserves far more address space than it uses);
-- exits with the command's status (128 + N when a signal N ended it), or MEMORY_EXIT when it hit the limit.
+- keeps the phase from exhausting the machine for everything else (the store, the other workers): at most
+  Limits.processes processes at a time, and at most Limits.disk_mb written into the folders it may write (its
+  scratch folder and /tmp, counted by the blocks their files take, files deleted while still open included) and
+  at most Limits.files files there; a single file cannot grow past the disk limit at all (RLIMIT_FSIZE);
+- exits with the command's status (128 + N when a signal N ended it), or MEMORY_EXIT, PROCESS_EXIT or DISK_EXIT
+  when it hit a limit.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import signal
+import stat
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 
 from evo.proctree import die_with_parent, kill_tree, marked_pids
 
 MEMORY_EXIT = 86
+PROCESS_EXIT = 87
+DISK_EXIT = 88
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one phase may use. memory_mb: resident memory of all its processes together (0: no limit);
+    processes: how many processes it may have at once; disk_mb and files: what it may leave in the folders of
+    `watch` (the only ones it can write); 0 turns a limit off."""
+
+    memory_mb: float = 0
+    processes: int = 1024
+    disk_mb: float = 4096
+    files: int = 100_000
+    watch: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def parse(cls, text: str) -> Limits:
+        fields = json.loads(text)
+        return cls(**{**fields, "watch": tuple(fields.get("watch", ()))})
 
 
 def resident_mb(pids: list[int]) -> float:
@@ -36,19 +68,91 @@ def resident_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
+def written(folders: tuple[str, ...], pids: list[int], max_files: int) -> tuple[float, int]:
+    """(MiB, files) that the files under folders take on disk (allocated blocks, so a sparse file counts what it
+    really holds), plus the files the given processes hold open after deleting them. Stops counting once past
+    max_files entries (0: no cap), so a folder of millions of empty files cannot stall the supervisor."""
+    total, count = 0, 0
+    stack = list(folders)
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                count += 1
+                if max_files and count > max_files:
+                    return total / 2**20, count
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                else:
+                    total += info.st_blocks * 512
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                info = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
+                total += info.st_blocks * 512
+    return total / 2**20, count
+
+
+def _over(limits: Limits, pids: list[int]) -> tuple[int, str] | None:
+    """(exit status, message) for the first limit the phase's processes are past, or None."""
+    if limits.processes and len(pids) > limits.processes:
+        return PROCESS_EXIT, f"evo: process limit exceeded: {len(pids)} processes > {limits.processes}"
+    if limits.memory_mb > 0:
+        used = resident_mb(pids)
+        if used > limits.memory_mb:
+            return MEMORY_EXIT, f"evo: memory limit exceeded: {used:.0f} MiB resident > {limits.memory_mb:.0f} MiB"
+    if limits.watch and (limits.disk_mb > 0 or limits.files):
+        mb, files = written(limits.watch, pids, limits.files)
+        if limits.files and files > limits.files:
+            return DISK_EXIT, f"evo: file limit exceeded: more than {limits.files:,} files in its folders"
+        if limits.disk_mb > 0 and mb > limits.disk_mb:
+            return DISK_EXIT, f"evo: disk limit exceeded: {mb:.1f} MiB written > {limits.disk_mb:g} MiB"
+    return None
+
+
+def _start(limits: Limits):
+    """What the command runs before exec: it dies with the supervisor, and no one file it writes may grow past
+    the disk limit (RLIMIT_FSIZE; Python then gets EFBIG on the write)."""
+    def start():
+        die_with_parent()
+        if limits.disk_mb > 0:
+            size = int(limits.disk_mb * 2**20)
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size if hard == resource.RLIM_INFINITY else min(size, hard),
+                                                       hard))
+    return start
+
+
 def main(argv: list[str]) -> int:
-    marker, memory_mb, sep, *cmd = argv
+    try:
+        marker, limits_text, sep, *cmd = argv
+        limits = Limits.parse(limits_text)
+    except (ValueError, TypeError):
+        sep, cmd = None, []
     if sep != "--" or not cmd:
-        sys.stderr.write("usage: python -m evo.supervise MARKER MEMORY_MB -- COMMAND...\n")
+        sys.stderr.write("usage: python -m evo.supervise MARKER LIMITS_JSON -- COMMAND...\n")
         return 2
-    limit = float(memory_mb)
     die_with_parent(signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect
         return 128 + signal.SIGTERM
     # the command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)
     # close_fds=False: the only inheritable descriptors here are those the evaluating process passed on purpose
     # (the harness channel, the scorer's result pipe); Python opens everything else non-inheritable
-    child = subprocess.Popen(cmd, preexec_fn=die_with_parent, close_fds=False)
+    child = subprocess.Popen(cmd, preexec_fn=_start(limits), close_fds=False)
 
     def end(signum, _frame):
         kill_tree(child.pid, marker)
@@ -62,12 +166,11 @@ def main(argv: list[str]) -> int:
             break
         except subprocess.TimeoutExpired:
             pass
-        if limit > 0:
-            used = resident_mb(marked_pids(marker))
-            if used > limit:
-                kill_tree(child.pid, marker)
-                sys.stderr.write(f"evo: memory limit exceeded: {used:.0f} MiB resident > {limit:.0f} MiB\n")
-                return MEMORY_EXIT
+        over = _over(limits, marked_pids(marker))
+        if over is not None:
+            kill_tree(child.pid, marker)
+            sys.stderr.write(over[1] + "\n")
+            return over[0]
     return 128 - code if code < 0 else code
 
 

@@ -80,6 +80,56 @@ def test_memory_over_the_limit_is_oom(dataset):
     assert "memory limit exceeded" in result.error
 
 
+def _then_sleep(code: str) -> str:
+    return tiny_source().replace("submit(model)\n", textwrap.dedent(code) + "import time\ntime.sleep(60)\n")
+
+
+def test_writing_past_the_disk_limit_ends_the_phase_also_through_files_deleted_while_open(dataset):
+    # no one file reaches the limit, and the last one is unlinked while still open: only the supervisor's count
+    # of the folders and of the processes' open files catches it
+    source = _then_sleep("""
+        import os
+        block = os.urandom(2**20)
+        for n in range(3):
+            with open(f"part{n}.bin", "wb") as f:
+                for _ in range(20):
+                    f.write(block)
+        hidden = open("/tmp/hidden.bin", "wb")
+        os.unlink("/tmp/hidden.bin")
+        for _ in range(30):
+            hidden.write(block)
+        hidden.flush()
+    """)
+    t0 = time.time()
+    result = evaluate(request(source, dataset, disk_mb=80))
+    assert result.status == "crash" and "disk limit exceeded" in result.error, result.error
+    assert time.time() - t0 < 50
+
+
+def test_one_file_cannot_grow_past_the_disk_limit(dataset):
+    source = _then_sleep("""
+        with open("big.bin", "wb") as f:
+            f.write(bytes(48 * 2**20))
+    """)
+    result = evaluate(request(source, dataset, disk_mb=32))
+    assert result.status == "crash" and "OSError: [Errno 27] File too large" in result.log, result.log[-500:]
+
+
+def test_too_many_files_or_processes_end_the_phase(dataset):
+    files = evaluate(request(_then_sleep("""
+        import os
+        os.makedirs("many", exist_ok=True)
+        for n in range(3000):
+            open(f"many/{n}", "w").close()
+    """), dataset, files=1000))
+    assert files.status == "crash" and "file limit exceeded" in files.error, files.error
+    forks = evaluate(request(_then_sleep("""
+        import subprocess, sys
+        spawned = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(24)]
+    """), dataset, processes=12))
+    assert forks.status == "crash" and "process limit exceeded" in forks.error, forks.error
+
+
 def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
     """SIGKILL the process running evaluate(): the supervisor ends the training and what it started."""
     token = f"escape-{uuid.uuid4().hex}"
