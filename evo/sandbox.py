@@ -255,6 +255,9 @@ def _phase_env(base: dict, shielded: bool, work: Path, name: str) -> dict:
     return env
 
 
+TASKS_PER_PROCESS = 8  # the shield's kernel-enforced cap counts threads too: room for torch's and the compilers'
+
+
 def _limits(request: EvalRequest, work: Path, name: str) -> Limits:
     """What the phase `name` may use: the request's memory limit, and the disk and process limits over the two
     folders it can write (work/name and work/name-tmp, its /tmp)."""
@@ -263,14 +266,15 @@ def _limits(request: EvalRequest, work: Path, name: str) -> Limits:
 
 
 def _behind_shield(cmd: list[str], work: Path, name: str, binds: list[shield.Bind], covers: list[Path],
-                   gpu: bool) -> list[str]:
+                   gpu: bool, processes: int) -> list[str]:
     """cmd behind the shield, with work/name as its working folder and work/name-tmp as its /tmp."""
     scratch, tmp, build = work / name, work / f"{name}-tmp", work / f"{name}-root"
     shield.prepare_scratch(scratch, tmp)
     build.mkdir()
     spec = shield.Spec(binds=(*shield.runtime_binds(), *binds, shield.Bind(str(scratch), str(shield.INSIDE / "work"), True),
                               shield.Bind(str(tmp), "/tmp", True)),
-                       cwd=str(shield.INSIDE / "work"), build_dir=str(build), covers=tuple(map(str, covers)), gpu=gpu)
+                       cwd=str(shield.INSIDE / "work"), build_dir=str(build), covers=tuple(map(str, covers)), gpu=gpu,
+                       tasks=processes * TASKS_PER_PROCESS if processes else 0)
     return shield.command(spec, cmd)
 
 
@@ -294,7 +298,8 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                          work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
     if shielded:
-        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request))
+        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request),
+                             processes=request.processes)
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:
@@ -354,7 +359,7 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     cmd = [sys.executable, "-I", "-m", "evo.score",
            str(shield.INSIDE / "input" / "spec.json") if shielded else str(spec_path), str(write_end)]
     if shielded:
-        cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda")
+        cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda", processes=request.processes)
     else:
         shield.prepare_scratch(work / "scorer", work / "scorer-tmp")
     reader = _PipeReader(read_end)

@@ -24,6 +24,7 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import signal
 import site
 import subprocess
@@ -69,13 +70,16 @@ class Bind:
 @dataclass(frozen=True)
 class Spec:
     """What a shielded command sees: its binds, the paths inside them that stay covered, its working directory,
-    the folder (on the host, empty) where its root is built, and whether it gets the GPU's device nodes."""
+    the folder (on the host, empty) where its root is built, whether it gets the GPU's device nodes, and how many
+    tasks (processes and threads: what RLIMIT_NPROC counts) it may start above what its user runs already, so
+    that the kernel refuses a fork bomb (0: no limit)."""
 
     binds: tuple[Bind, ...]
     cwd: str
     build_dir: str
     covers: tuple[str, ...] = ()
     gpu: bool = False
+    tasks: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -282,6 +286,32 @@ def _drop_privileges(as_root: bool, uid: int, gid: int) -> None:
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+def _tasks_of(uid: int) -> int:
+    """How many tasks (threads of every process) on the machine have uid as their real user id: what
+    RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("Uid", "").split()[:1] == [str(uid)]:
+                count += int(fields.get("Threads", "1"))
+    return count
+
+
+def _limit_processes(allowed: int) -> None:
+    """RLIMIT_NPROC for the command (0: none). The kernel counts a user's tasks machine-wide (per user namespace
+    on newer kernels), so allowed is what the user runs already plus what the command may start."""
+    if allowed > 0:
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if hard != resource.RLIM_INFINITY:
+            allowed = min(allowed, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (allowed, allowed))
+
+
 def shielded_exec(spec: Spec, cmd: list[str]) -> int:
     """Runs cmd behind the spec's root (see the module docstring); returns its exit status. Raises OSError when
     the namespaces or the root cannot be made, before anything runs."""
@@ -298,6 +328,8 @@ def shielded_exec(spec: Spec, cmd: list[str]) -> int:
     if os.getppid() != parent:
         return 128 + signal.SIGKILL
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the outside's mounts
+    # counted on the host's /proc, before the PID namespace's own replaces it
+    allowed = _tasks_of(UNPRIVILEGED_UID if as_root else uid) + spec.tasks if spec.tasks > 0 else 0
     root = build_root(spec)
     ready_r, ready_w = os.pipe()  # close-on-exec: the parent reads nothing once the command has started
     pid = os.fork()
@@ -309,6 +341,7 @@ def shielded_exec(spec: Spec, cmd: list[str]) -> int:
             _pivot(root)
             os.chdir(spec.cwd)
             _drop_privileges(as_root, uid, gid)
+            _limit_processes(allowed)
             os.execvp(cmd[0], cmd)
         except OSError as e:
             os.write(ready_w, str(e).encode())

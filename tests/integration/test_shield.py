@@ -22,13 +22,13 @@ needs_shield = pytest.mark.skipif(WHY_NOT is not None, reason=f"no shield on thi
 CORPUS = Path(list(find_spec("bible").submodule_search_locations)[0]) / "data"
 
 
-def run_shielded(tmp_path, code, *args, covers=(), binds=()):
+def run_shielded(tmp_path, code, *args, covers=(), binds=(), tasks=0):
     work, tmp, build = tmp_path / "work", tmp_path / "tmp", tmp_path / "root"
     shield.prepare_scratch(work, tmp)
     build.mkdir()
     spec = shield.Spec(binds=(*shield.runtime_binds(), *binds, shield.Bind(str(work), "/sandbox/work", True),
                               shield.Bind(str(tmp), "/tmp", True)),
-                       cwd="/sandbox/work", build_dir=str(build), covers=tuple(map(str, covers)))
+                       cwd="/sandbox/work", build_dir=str(build), covers=tuple(map(str, covers)), tasks=tasks)
     return subprocess.run(shield.command(spec, [sys.executable, "-I", "-c", textwrap.dedent(code), *map(str, args)]),
                           capture_output=True, text=True, timeout=120)
 
@@ -106,6 +106,31 @@ def test_covers_and_read_only_binds_cannot_be_taken_off(tmp_path):
     """, CORPUS, covers=[CORPUS])
     seen = answers(proc)
     assert seen["umount"] == -1 and seen["remount"] == -1 and seen["corpus"] == []
+
+
+FORKS = """
+    import json, os, sys, time
+    started, refused = 0, None
+    for _ in range(int(sys.argv[1])):
+        try:
+            pid = os.fork()
+        except BlockingIOError as e:
+            refused = e.strerror
+            break
+        if pid == 0:
+            time.sleep(10)
+            os._exit(0)
+        started += 1
+    print(json.dumps({"started": started, "refused": refused}), flush=True)
+    os._exit(0)
+"""
+
+
+@needs_shield
+def test_the_kernel_refuses_a_fork_bomb_past_the_tasks_the_spec_allows(tmp_path):
+    bomb = answers(run_shielded(tmp_path / "limited", FORKS, 400, tasks=40))
+    assert bomb["refused"] and bomb["started"] < 40  # what its user runs elsewhere counts too
+    assert answers(run_shielded(tmp_path / "free", FORKS, 60)) == {"started": 60, "refused": None}
 
 
 @needs_shield
