@@ -119,8 +119,8 @@ def _bounds_text(bounds: tuple[tuple[str, float, float], ...]) -> str:
     if not bounds:
         return ""
     ranges = ", ".join(f"{name} {low:g} to {high:g}" for name, low, high in bounds)
-    return (f"This run keeps some constants of train.py within bounds, and rejects without training a child that sets "
-            f"one outside them: {ranges}.\n\n")
+    return (f"This run keeps some constants of train.py within bounds, and rejects without training a child that "
+            f"sets one outside them: {ranges}.\n\n")
 
 
 def _system() -> list[dict]:
@@ -150,7 +150,8 @@ def mutation_prompt(parent: Genome, context: LLMContext, rng: random.Random) -> 
     on one parent do not all chase the same idea."""
     focus = rng.choice(FOCI) if rng.random() < 0.5 else None
     request = [lineage_text("The parent", context.parent), "", recent_text(context.recent), "",
-               _noise_text(context.noise_bpb) + _bounds_text(context.bounds) + "Propose one change to the parent that you expect to lower val_bpb. "
+               _noise_text(context.noise_bpb) + _bounds_text(context.bounds)
+               + "Propose one change to the parent that you expect to lower val_bpb. "
                "Do not repeat an idea that failed above unless you can say why it will work this time."]
     if focus:
         request.append(f"If nothing more promising comes to mind, consider {focus}.")
@@ -178,9 +179,9 @@ def crossover_prompt(a: Genome, b: Genome, ancestor: Genome | None, context: LLM
     request = "\n".join([
         lineage_text("Parent A", context.parent), "", lineage_text("Parent B", other), "", changes, "",
         recent_text(context.recent), "",
-        _noise_text(context.noise_bpb) + _bounds_text(context.bounds) + "Write one child that combines what each parent got right (and drops what "
-        "did not help), as edit blocks against parent A, or the whole file. Say in the hypothesis which parts come "
-        "from which parent."])
+        _noise_text(context.noise_bpb) + _bounds_text(context.bounds)
+        + "Write one child that combines what each parent got right (and drops what did not help), as edit blocks "
+        "against parent A, or the whole file. Say in the hypothesis which parts come from which parent."])
     messages = [{"role": "user", "content": [
         _program_block(context.program),
         _source_block("Parent A", a),
