@@ -121,6 +121,13 @@ VARIANTS = {
                                 "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
     "sample-4+t3+final+box": {"operators": SAMPLE_4,
                               "confirm": "final", "noise_seeds": 2, "bounds": BOX_BOUNDS},
+    # islands: the population as a ring of sub-populations with migration (evo.islands)
+    "sample-4+best+final+box+islands-2": {"operators": SAMPLE_4, "confirm": "final", "noise_seeds": 2,
+                                          "selection": "best", "bounds": BOX_BOUNDS, "islands": 2},
+    "sample-4+best+final+box+islands-4": {"operators": SAMPLE_4, "confirm": "final", "noise_seeds": 2,
+                                          "selection": "best", "bounds": BOX_BOUNDS, "islands": 4},
+    "sample-4+t3+final+box+islands-4": {"operators": SAMPLE_4, "confirm": "final", "noise_seeds": 2,
+                                        "bounds": BOX_BOUNDS, "islands": 4},
     "fast+best+final+steps": {"operators": SAMPLE_2, "confirm": "final", "noise_seeds": 2, "selection": "best",
                               "adaptive_steps": True},
 }

@@ -70,6 +70,8 @@ class RunConfig:
     bounds: dict = setting(dict, "bounds the hyper operators keep each named constant within, and hyper.sample "
                                  "draws it over, e.g. LEARNING_RATE=3e-4:3e-2,DEPTH=1:4 (default none)",
                            metavar="NAME=LOW:HIGH,...")
+    islands: int = setting(1, "split the population into N islands that select and replace within themselves, "
+                              "each one's best copied to the next every few children (default 1)", metavar="N")
     adaptive_steps: bool = setting(False, "hyper.mutate's step size follows its success rate (the 1/5 rule)")
     adaptive_operators: bool = setting(False, "operators whose children beat their parents more often are drawn "
                                               "more often (each operator's weight times its success rate)")
@@ -92,6 +94,9 @@ class RunConfig:
             raise ConfigError(f"--selection must be one of {', '.join(SELECTIONS)}; got {self.selection!r}")
         if not 0 <= self.elites < self.population:
             raise ConfigError(f"--elites must be between 0 and {self.population - 1}; got {self.elites}")
+        if self.islands < 1 or self.population // self.islands < 2:
+            raise ConfigError(f"--islands must be between 1 and half the population ({self.population // 2}); "
+                              f"got {self.islands}")
         if self.evaluations is not None and self.evaluations < 1:
             raise ConfigError(f"--evaluations must be at least 1; got {self.evaluations}")
         if self.hours is not None and not self.hours > 0:

@@ -38,6 +38,7 @@ from typing import Any
 
 from evo.config import RunConfig
 from evo.errors import EvoError
+from evo.islands import Islands
 from evo.scoring import SCORED_PURPOSES, score
 from evo.selection import Member, elites, select_parents, survivors
 from genome import Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
@@ -83,6 +84,7 @@ class Proposal:
     ancestor: Genome | None = None
     context: LLMContext | None = None
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # the operator's, for this child
+    island: int = 0                                                         # whose parents these are
 
     @property
     def parent_ids(self) -> tuple[str, ...]:
@@ -154,7 +156,7 @@ class SearchPolicy:
         self.parents: dict[str, tuple[str, ...]] = {}
         self.sources: dict[str, str] = {}                 # content hash -> the first individual with that source
         self.results: dict[str, list[tuple[int, float, str]]] = {}   # id -> [(seed, val_bpb, purpose)] ok only
-        self.population: list[str] = []
+        self.islands = Islands.of(config.islands, config.population)   # who is in the population, island by island
         self.ready: deque[str] = deque()                  # proposed children waiting for a worker
         self.confirm_queue: deque[Task] = deque()
         self.running: list[Task] = []                     # handed out by next_task(), not reported yet
@@ -203,7 +205,7 @@ class SearchPolicy:
         for ev in history.evaluations:
             if ev.status == "ok" and ev.purpose in SCORED_PURPOSES:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
-        self.population = list(history.population)
+        self.islands.restore(state.get("islands"), list(history.population))
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
             self.phase = "search" if self.population else "noise"
         if self.phase in ("final", "finished") and not self._search_over():
@@ -227,6 +229,7 @@ class SearchPolicy:
         """What to save to resume from (JSON-able): the random state, counters, phase, noise floor and seeds."""
         return {"rng": self.rng.getstate(), "counters": dataclasses.asdict(self.counters),
                 "noise_floor": self.noise_floor, "phase": self.phase, "step": self.step, "credit": self.credit,
+                "islands": self.islands.state(),
                 "search_seed": self.search_seed,
                 "fresh_seeds": list(self.fresh_seeds)}
 
@@ -251,7 +254,7 @@ class SearchPolicy:
             return False
         values = [v for _, v, _ in self.results.get(self.seed_id, [])]
         self.noise_floor = statistics.stdev(values) if len(values) > 1 else None
-        self.population = [self.seed_id]
+        self.islands.start(self.seed_id)
         self.phase = "search"
         return True
 
@@ -343,13 +346,11 @@ class SearchPolicy:
         credit[0] += delta is not None and delta < 0
         credit[1] += 1
         if not ok:
+            self.islands.drop(child)
             self.attempts.append(Attempt(genome.description or genome.operator, result["status"], genome.operator,
                                          None, (result.get("error") or "")[:200]))
             return
-        members = self._members(self.population + [child])
-        kept, _ = survivors(members, self.config.population)
-        self.population = [m.id for m in kept]
-        status = "kept" if child in self.population else "discarded"
+        status = "kept" if self.islands.place(child, self._ranked) else "discarded"
         self.attempts.append(Attempt(genome.description or genome.operator, status, genome.operator, delta))
 
     def _queue_confirmations(self) -> None:
@@ -423,7 +424,8 @@ class SearchPolicy:
         if not self.weights:
             return None
         spec = REGISTRY.pick(self.operator_weights(), self.rng)
-        members = self._members(self.population)
+        island = self.islands.next()
+        members = self._members(self.islands.island(island))
         if members:
             chosen = select_parents(members, spec.arity, self.rng, self.config.selection, self.config.tournament_size)
             parents = [self.genomes[m.id] for m in chosen]
@@ -441,7 +443,8 @@ class SearchPolicy:
         if self.config.adaptive_steps and spec.name == "hyper.mutate":
             base = spec.settings.get("sigma", inspect.signature(spec.function).parameters["sigma"].default)
             settings["sigma"] = base * self.step
-        return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context, settings)
+        return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context, settings,
+                        island)
 
     def child(self, proposal: Proposal, variation: Variation, unavailable: bool = False) -> Verdict:
         """What an operator made of a proposal: invalid (no source), duplicate (a source the run has), rejected (the
@@ -472,6 +475,7 @@ class SearchPolicy:
         parent_ids = proposal.parent_ids
         self.genomes[child_id] = Genome(variation.source, parent_ids, variation.operator, variation.description)
         self.parents[child_id] = parent_ids
+        self.islands.assign(child_id, proposal.island)
         self.ready.append(child_id)
         return Verdict("proposed", child_id)
 
@@ -520,6 +524,16 @@ class SearchPolicy:
     def _mean(self, id: str | None) -> float | None:
         values = [v for _, v, _ in self.results.get(id, [])] if id else []
         return statistics.fmean(values) if values else None
+
+    @property
+    def population(self) -> list[str]:
+        """Who is in the population now (every island's members, each once)."""
+        return self.islands.population()
+
+    def _ranked(self, ids: list[str]) -> list[str]:
+        """Those of ids with a score, best first (by score, then id)."""
+        kept, _ = survivors(self._members(ids), len(ids))
+        return [m.id for m in kept]
 
     def _members(self, ids: list[str]) -> list[Member]:
         members = []

@@ -70,8 +70,10 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
 
 def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path):
     cwd = task_dir(tmp_path)
-    run = subprocess.Popen([evo_bin, "run", "--evaluations", "10", *TINY_RUN], cwd=cwd, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env={**os.environ, "EVO_LOG_LEVEL": "ERROR"})
+    # with two islands, so that their members and the islands of proposed children come back too
+    run = subprocess.Popen([evo_bin, "run", "--evaluations", "10", *TINY_RUN, "--islands", "2"], cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "EVO_LOG_LEVEL": "ERROR"})
     reported = 0
     for line in run.stdout:
         if "search " in line and " done" in line:
@@ -94,6 +96,9 @@ def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path)
         assert db.latest_run().status == "finished"
         search = [e for e in db.evaluations(run_id) if e.purpose == "search" and e.status != "interrupted"]
         assert len(search) >= 10
+        run = db.latest_run()
+        assert run.config["islands"] == 2 and len(run.state["islands"]["members"]) == 2
+        assert set(db.population(run_id)) == {i for island in run.state["islands"]["members"] for i in island}
     assert all(after[k] == v for k, v in before.items())  # nothing finished was lost or changed
 
 
@@ -102,6 +107,7 @@ def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path)
     (["--population", "4", "--tournament-size", "9"], "--tournament-size must be between 2 and the population size (4)"),
     (["--operators", "hyper,magic"], "unknown operator 'magic'"),
     (["--selection", "roulette"], "--selection must be one of tournament, best, random"),
+    (["--population", "4", "--islands", "3"], "--islands must be between 1 and half the population (2); got 3"),
     (["--resume", "--db", "missing.duckdb"], "--resume: no database at missing.duckdb"),
     (["--address", "127.0.0.1:9", "--operators", "hyper"], "--address 127.0.0.1:9: cannot reach a Ray cluster there"),
     (["--train", "nope.py", "--operators", "hyper"], "nope.py: no such file"),

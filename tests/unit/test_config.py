@@ -31,6 +31,8 @@ def test_resume_refuses_a_conflicting_flag_in_one_line():
     ({"elites": 16}, "--elites must be between 0 and 15"),
     ({"budget_seconds": 1, "budget_tokens": 1}, "not both"),
     ({"hours": 0}, "--hours must be positive"),
+    ({"islands": 0}, "--islands must be between 1 and half the population (8); got 0"),
+    ({"population": 6, "islands": 4}, "--islands must be between 1 and half the population (3); got 4"),
 ])
 def test_bad_settings_say_what_to_change(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

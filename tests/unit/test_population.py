@@ -67,6 +67,7 @@ class Executor:
         self.evaluations: list[Evaluation] = stored.evaluations if stored else []
         self.tasks: list[Task] = []
         self.proposed = []   # (proposal, the population then, the best then)
+        self.islands_then = []   # each proposal's islands' members then
 
     def individual(self, id):
         return next(i for i in self.individuals if i.id == id)
@@ -82,6 +83,7 @@ class Executor:
         """Proposes children until the policy wants no more; every proposal comes back at once."""
         for proposal in self.policy.proposals():
             self.proposed.append((proposal, tuple(self.policy.population), (self.policy.best() or {}).get("id")))
+            self.islands_then.append([list(island) for island in self.policy.islands.members])
             variation, unavailable = vary(proposal)
             verdict = self.policy.child(proposal, variation, unavailable)
             self.individuals.append(Individual(verdict.id or f"x{len(self.individuals)}", proposal.parent_ids,
@@ -566,3 +568,75 @@ def test_close_confirmation_skips_an_elite_with_a_clear_lead_and_confirms_a_clos
     assert [t.purpose for t in policy.confirm_queue] == ["confirm"]   # a rival within 2 noise floors
     run.run()
     assert policy.best()["n_confirm"] == 1             # the best is still confirmed before the run ends
+
+
+
+def test_islands_take_proposals_in_turn_and_select_and_replace_within_themselves():
+    policy = SearchPolicy(settings(population=6, islands=3, selection="best", evaluations=30, elites=0), SEED)
+    run = Executor(policy)
+    while policy.counters.search_done < 30:
+        run.step()
+        members = policy.islands.members
+        assert all(len(island) <= 2 for island in members)                  # 6 places shared by 3 islands
+        assert policy.population == list(dict.fromkeys(i for island in members for i in island))
+    assert [p.island for p, _, _ in run.proposed[:7]] == [0, 1, 2, 0, 1, 2, 0]
+    checked = 0
+    for (proposal, population, _), islands in zip(run.proposed, run.islands_then):
+        if not population:   # proposed while the seed was measured
+            continue
+        own = islands[proposal.island]
+        assert set(proposal.parent_ids) <= set(own)                         # parents from the child's island
+        assert proposal.parent_ids[0] == policy._ranked(own)[0]             # best selection: that island's best
+        checked += 1
+    assert checked >= 20
+    assert len({tuple(sorted(island)) for island in policy.islands.members}) > 1   # the islands hold different lines
+
+
+def test_every_few_children_each_islands_best_joins_the_next_island():
+    from evo.islands import MIGRATE_EVERY, Islands
+    score = {"seed": 5.0}
+    rank = lambda ids: sorted((i for i in ids if i in score), key=lambda i: (score[i], i))   # noqa: E731
+    islands = Islands.of(2, 6)
+    islands.start("seed")
+    children = []
+    for n in range(MIGRATE_EVERY * 2 - 1):          # one short of a migration
+        child = f"c{n}"
+        score[child] = 1.0 + n / 10 if n % 2 == 0 else 3.0 + n / 10   # island 0's children are the better ones
+        islands.assign(child, n % 2)
+        assert islands.place(child, rank) == (child in islands.members[n % 2])
+        children.append(child)
+    island_0 = set(islands.members[0])
+    assert not island_0 & set(islands.members[1])  # until now the two lines stay apart
+    score["last"] = 4.5
+    islands.assign("last", 1)
+    islands.place("last", rank)                    # the migration comes with this child
+    best_0 = rank(list(island_0))[0]
+    assert best_0 == "c0" and "c0" in islands.members[1]
+    assert rank(islands.members[1])[0] == "c0" and len(islands.members[1]) == 3
+    assert rank(islands.members[0]) == ["c0", "c2", "c4"]   # island 1's best (c1) came round too, and lost its place
+
+
+def test_a_run_with_islands_resumed_from_its_saved_state_makes_the_same_decisions():
+    config = settings(population=8, islands=2, evaluations=20, operators={"hyper.mutate": 1.0, "hyper.crossover": 1.0})
+    first = SearchPolicy(config, SEED)
+    run = Executor(first)
+    while first.counters.search_done < 9 or first.confirm_queue:
+        run.step()
+    run.propose()
+    assert first.ready and first.islands.home                     # children proposed for an island, not run yet
+    second = SearchPolicy(first.config, SEED, lookahead=first.lookahead, history=run.history())
+    assert second.islands.members == first.islands.members and second.islands.home == first.islands.home
+    assert second.population == first.population
+    for _ in range(8):
+        a, b = first.next_task(), second.next_task()
+        assert a == b
+        result = {"status": "ok", "val_bpb": bpb(a.individual, a.seed)}
+        first.report(a, result)
+        second.report(b, result)
+        assert second.islands.members == first.islands.members
+        pa, pb = first.proposals(), second.proposals()
+        assert [(p.operator, p.parent_ids, p.island) for p in pa] == [(p.operator, p.parent_ids, p.island) for p in pb]
+        for policy, proposals in ((first, pa), (second, pb)):
+            for p in proposals:
+                variation, _ = vary(p)
+                policy.child(p, variation)
