@@ -9,8 +9,8 @@ the plain steady-state population: the same members, in the same order, from the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 MIGRATE_EVERY = 4   # children placed per island between two migrations
 
@@ -27,7 +27,7 @@ class Islands:
     placed: int = 0                                         # children placed so far: when to migrate
 
     @classmethod
-    def of(cls, count: int, population: int) -> "Islands":
+    def of(cls, count: int, population: int) -> Islands:
         """count islands sharing a population of this size (each gets population // count places)."""
         return cls(count, population // count)
 
