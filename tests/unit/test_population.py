@@ -252,6 +252,25 @@ def test_the_best_is_confirmed_before_the_run_ends():
     assert run.tasks[-1] == Task(best["id"], policy.fresh_seeds[0], "confirm")
 
 
+def side_by_side(first: SearchPolicy, second: SearchPolicy, steps: int,
+                 variation=lambda p: Variation.invalid(p.operator, "not needed here")) -> None:
+    """Gives both policies the same results for steps tasks and asserts they decide the same: the tasks, the
+    population island by island, the proposals (operator, parents, island, random draws)."""
+    for _ in range(steps):
+        a, b = first.next_task(), second.next_task()
+        assert a == b
+        result = {"status": "ok", "val_bpb": bpb(a.individual, a.seed)}
+        first.report(a, result)
+        second.report(b, result)
+        assert second.islands.members == first.islands.members
+        pa, pb = first.proposals(), second.proposals()
+        assert [(p.operator, p.parent_ids, p.island, p.rng.random()) for p in pa] == \
+               [(p.operator, p.parent_ids, p.island, p.rng.random()) for p in pb]
+        for policy, proposals in ((first, pa), (second, pb)):
+            for p in proposals:
+                policy.child(p, variation(p))
+
+
 def test_resume_from_the_saved_state_makes_the_same_decisions():
     first = SearchPolicy(settings(evaluations=10, operators={"hyper.mutate": 1.0, "hyper.crossover": 1.0}), SEED)
     run = Executor(first)
@@ -263,18 +282,7 @@ def test_resume_from_the_saved_state_makes_the_same_decisions():
     assert second.population == first.population and second.noise_floor == first.noise_floor
     assert list(second.ready) == list(first.ready) and second.best() == first.best()
     assert list(second.confirm_queue) == list(first.confirm_queue)
-    for _ in range(3):
-        a, b = first.next_task(), second.next_task()
-        assert a == b
-        result = {"status": "ok", "val_bpb": bpb(a.individual, a.seed)}
-        first.report(a, result)
-        second.report(b, result)
-        pa, pb = first.proposals(), second.proposals()
-        assert [(p.operator, p.parent_ids, p.rng.random()) for p in pa] == \
-               [(p.operator, p.parent_ids, p.rng.random()) for p in pb]
-        for policy, proposals in ((first, pa), (second, pb)):
-            for p in proposals:
-                policy.child(p, Variation.invalid(p.operator, "not needed here"))
+    side_by_side(first, second, 3)
     assert second.state()["rng"] == first.state()["rng"]
 
 
@@ -627,16 +635,5 @@ def test_a_run_with_islands_resumed_from_its_saved_state_makes_the_same_decision
     second = SearchPolicy(first.config, SEED, lookahead=first.lookahead, history=run.history())
     assert second.islands.members == first.islands.members and second.islands.home == first.islands.home
     assert second.population == first.population
-    for _ in range(8):
-        a, b = first.next_task(), second.next_task()
-        assert a == b
-        result = {"status": "ok", "val_bpb": bpb(a.individual, a.seed)}
-        first.report(a, result)
-        second.report(b, result)
-        assert second.islands.members == first.islands.members
-        pa, pb = first.proposals(), second.proposals()
-        assert [(p.operator, p.parent_ids, p.island) for p in pa] == [(p.operator, p.parent_ids, p.island) for p in pb]
-        for policy, proposals in ((first, pa), (second, pb)):
-            for p in proposals:
-                variation, _ = vary(p)
-                policy.child(p, variation)
+    side_by_side(first, second, 8, lambda p: vary(p)[0])
+    assert second.state() == first.state()
