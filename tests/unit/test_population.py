@@ -578,7 +578,6 @@ def test_close_confirmation_skips_an_elite_with_a_clear_lead_and_confirms_a_clos
     assert policy.best()["n_confirm"] == 1             # the best is still confirmed before the run ends
 
 
-
 def test_islands_take_proposals_in_turn_and_select_and_replace_within_themselves():
     policy = SearchPolicy(settings(population=6, islands=3, selection="best", evaluations=30, elites=0), SEED)
     run = Executor(policy)
@@ -606,13 +605,11 @@ def test_every_few_children_each_islands_best_joins_the_next_island():
     rank = lambda ids: sorted((i for i in ids if i in score), key=lambda i: (score[i], i))   # noqa: E731
     islands = Islands.of(2, 6)
     islands.start("seed")
-    children = []
     for n in range(MIGRATE_EVERY * 2 - 1):          # one short of a migration
         child = f"c{n}"
         score[child] = 1.0 + n / 10 if n % 2 == 0 else 3.0 + n / 10   # island 0's children are the better ones
         islands.assign(child, n % 2)
         assert islands.place(child, rank) == (child in islands.members[n % 2])
-        children.append(child)
     island_0 = set(islands.members[0])
     assert not island_0 & set(islands.members[1])  # until now the two lines stay apart
     score["last"] = 4.5
