@@ -10,7 +10,8 @@ It runs the command, and
   which works with CUDA (an address-space limit does not: CUDA reserves far more address space than it uses);
 - keeps the phase from exhausting the machine for everything else (the store, the other workers): at most
   Limits.processes processes at a time, and at most Limits.disk_mb written into the folders it may write (its
-  scratch folder and /tmp, counted by the blocks their files take, files deleted while still open included) and
+  scratch folder and /tmp, counted by the blocks their files take at any depth, files deleted while still open
+  included; what cannot be counted, such as folders nested past MAX_DEPTH, ends the phase as over the limit) and
   at most Limits.files files there; a single file cannot grow past the disk limit at all (RLIMIT_FSIZE);
 - exits with the command's status (128 + N when a signal N ended it), or MEMORY_EXIT, PROCESS_EXIT or DISK_EXIT
   when it hit a limit.
@@ -68,30 +69,75 @@ def resident_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
+MAX_DEPTH = 256   # folders nested deeper than this in a phase's folders are not counted: the phase ends instead
+
+
+class Uncountable(Exception):
+    """What a phase left in its folders cannot be counted (nested too deep, or a folder it made unreadable)."""
+
+
+def _blocks_under(root: str, max_files: int, count: int) -> tuple[int, int]:
+    """(bytes in allocated blocks, entries seen so far) under root, walked by directory descriptors, so no path
+    grows with the depth: a tree deeper than PATH_MAX is counted like any other. An entry that vanished during the
+    walk is skipped; anything else that cannot be read raises Uncountable, since skipping it would hide what it
+    holds."""
+    total = 0
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        top = os.open(root, flags)
+    except FileNotFoundError:
+        return 0, count
+    except OSError as e:
+        raise Uncountable(f"{root} cannot be read ({e.strerror})") from None
+    stack = [(top, os.scandir(top))]
+    try:
+        while stack:
+            fd, entries = stack[-1]
+            try:
+                entry = next(entries, None)
+            except FileNotFoundError:
+                entry = None
+            if entry is None:
+                entries.close()
+                os.close(fd)
+                stack.pop()
+                continue
+            count += 1
+            if max_files and count > max_files:
+                return total, count
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode):
+                    total += info.st_blocks * 512
+                    continue
+                if len(stack) >= MAX_DEPTH:
+                    raise Uncountable(f"folders nested deeper than {MAX_DEPTH} levels")
+                sub = os.open(entry.name, flags, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise Uncountable(f"a folder it wrote cannot be read ({e.strerror})") from None
+            stack.append((sub, os.scandir(sub)))
+    except OSError as e:
+        raise Uncountable(f"a folder it wrote cannot be read ({e.strerror})") from None
+    finally:
+        for fd, entries in stack:
+            entries.close()
+            os.close(fd)
+    return total, count
+
+
 def written(folders: tuple[str, ...], pids: list[int], max_files: int) -> tuple[float, int]:
     """(MiB, files) that the files under folders take on disk (allocated blocks, so a sparse file counts what it
     really holds), plus the files the given processes hold open after deleting them. Stops counting once past
-    max_files entries (0: no cap), so a folder of millions of empty files cannot stall the supervisor."""
+    max_files entries (0: no cap), so a folder of millions of empty files cannot stall the supervisor. Raises
+    Uncountable where something under folders cannot be counted."""
     total, count = 0, 0
-    stack = list(folders)
-    while stack:
-        try:
-            entries = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                count += 1
-                if max_files and count > max_files:
-                    return total / 2**20, count
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    stack.append(entry.path)
-                else:
-                    total += info.st_blocks * 512
+    for folder in folders:
+        blocks, count = _blocks_under(folder, max_files, count)
+        total += blocks
+        if max_files and count > max_files:
+            return total / 2**20, count
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -116,7 +162,10 @@ def _over(limits: Limits, pids: list[int]) -> tuple[int, str] | None:
         if used > limits.memory_mb:
             return MEMORY_EXIT, f"evo: memory limit exceeded: {used:.0f} MiB resident > {limits.memory_mb:.0f} MiB"
     if limits.watch and (limits.disk_mb > 0 or limits.files):
-        mb, files = written(limits.watch, pids, limits.files)
+        try:
+            mb, files = written(limits.watch, pids, limits.files)
+        except Uncountable as e:
+            return DISK_EXIT, f"evo: disk limit exceeded: what it wrote cannot be counted: {e}"
         if limits.files and files > limits.files:
             return DISK_EXIT, f"evo: file limit exceeded: more than {limits.files:,} files in its folders"
         if limits.disk_mb > 0 and mb > limits.disk_mb:

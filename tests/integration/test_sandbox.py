@@ -106,6 +106,25 @@ def test_writing_past_the_disk_limit_ends_the_phase_also_through_files_deleted_w
     assert time.time() - t0 < 50
 
 
+def test_files_below_the_path_length_limit_count_against_the_disk_limit(dataset):
+    # 40 folders of 200-byte names: a path past PATH_MAX, which a walk by path names cannot enter
+    source = _then_sleep("""
+        import os
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(40):
+            os.mkdir("d" * 200, dir_fd=fd)
+            fd = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        block = os.urandom(2**20)
+        for n in range(4):
+            out = os.open(f"part{n}.bin", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd)
+            for _ in range(25):
+                os.write(out, block)
+            os.close(out)
+    """)
+    result = evaluate(request(source, dataset, disk_mb=64))
+    assert result.status == "crash" and "disk limit exceeded" in result.error, result.error
+
+
 def test_one_file_cannot_grow_past_the_disk_limit(dataset):
     source = _then_sleep("""
         with open("big.bin", "wb") as f:
