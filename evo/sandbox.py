@@ -41,7 +41,9 @@ from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
 
-LOG_CAP_BYTES = 1 << 20          # captured output kept per phase; the rest is counted and dropped
+LOG_CAP_BYTES = 1 << 20          # captured output kept per phase (its start and its end); the rest is counted and dropped
+LINE_CAP_BYTES = 1 << 16         # a line passed on as it comes is cut here
+READ_BYTES = 1 << 16             # output is read in pieces of at most this, whatever its lines
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
 MODEL_FILE = "model.evograph"
 WEIGHTS_FILE = "weights.evo"
@@ -142,31 +144,52 @@ def clean_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict
 
 
 class _Capture(threading.Thread):
-    """Copies a pipe into memory up to a cap, optionally passing each line on as it comes."""
+    """Copies a pipe into memory in fixed-size reads, whatever the length of its lines: the first and the last
+    LOG_CAP_BYTES / 2 bytes are kept (the end holds the error that ended a phase), the rest is counted and dropped;
+    each line is passed on as it comes, cut at LINE_CAP_BYTES. Memory held stays within about LOG_CAP_BYTES +
+    LINE_CAP_BYTES + one read, whatever the child prints."""
 
     def __init__(self, pipe, on_line: Callable[[str], None] | None):
         super().__init__(daemon=True)
         self.pipe, self.on_line = pipe, on_line
-        self.chunks: list[bytes] = []
-        self.kept = 0
+        self.head = bytearray()
+        self.tail = bytearray()
         self.dropped = 0
 
+    def _keep(self, chunk: bytes) -> None:
+        half = LOG_CAP_BYTES // 2
+        room = half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > half:
+            self.dropped += len(self.tail) - half
+            del self.tail[:len(self.tail) - half]
+
+    def _pass_on(self, line: bytes) -> None:
+        self.on_line(line.decode("utf-8", "replace"))
+
     def run(self):
-        for line in iter(self.pipe.readline, b""):
-            if self.kept + len(line) <= LOG_CAP_BYTES:
-                self.chunks.append(line)
-                self.kept += len(line)
-            else:
-                self.dropped += len(line)
-            if self.on_line:
-                self.on_line(line.decode("utf-8", "replace").rstrip("\n"))
+        fd, line = self.pipe.fileno(), bytearray()
+        while chunk := os.read(fd, READ_BYTES):
+            self._keep(chunk)
+            if not self.on_line:
+                continue
+            *ended, rest = chunk.split(b"\n")
+            for piece in ended:
+                self._pass_on(bytes(line + piece[:max(0, LINE_CAP_BYTES - len(line))]))
+                line.clear()
+            line += rest[:max(0, LINE_CAP_BYTES - len(line))]
+        if line and self.on_line:
+            self._pass_on(bytes(line))
         self.pipe.close()
 
     def text(self) -> str:
-        out = b"".join(self.chunks).decode("utf-8", "replace")
+        out = self.head.decode("utf-8", "replace")
         if self.dropped:
-            out += f"\n[... {self.dropped:,} more bytes of output dropped]\n"
-        return out
+            out += f"\n[... {self.dropped:,} bytes of output dropped ...]\n"
+        return out + self.tail.decode("utf-8", "replace")
 
 
 def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limits,

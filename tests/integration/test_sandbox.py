@@ -125,6 +125,33 @@ def test_files_below_the_path_length_limit_count_against_the_disk_limit(dataset)
     assert result.status == "crash" and "disk limit exceeded" in result.error, result.error
 
 
+FLOOD = """
+import json, resource, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from evo.sandbox import Budget, EvalRequest, evaluate
+from tests.support.genomes import ROOT, tiny_source
+
+flood = "import sys\\nblock = 'x' * 2**20\\nfor _ in range(400):\\n    sys.stdout.write(block)\\n"
+source = tiny_source().replace("submit(model)\\n", flood + "raise RuntimeError('the end of the flood')\\n")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+r = evaluate(EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=Path({dataset!r}), threads=1,
+                         fixed_files=(ROOT / "kernels.py",), budget=Budget(tokens=8192)))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"status": r.status, "error": r.error, "log": len(r.log), "grew_mb": peak - before}}))
+"""
+
+
+def test_output_is_read_in_pieces_whatever_its_lines_and_its_end_is_kept(dataset):
+    # 400 MiB without a newline: read a line at a time, it took the evaluating process past 1 GiB
+    proc = subprocess.run([sys.executable, "-c", FLOOD.format(root=str(ROOT), dataset=str(dataset))],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["status"] == "crash" and "the end of the flood" in found["error"], found
+    assert found["log"] < 1.1 * 2**20 and found["grew_mb"] < 64, found
+
+
 def test_one_file_cannot_grow_past_the_disk_limit(dataset):
     source = _then_sleep("""
         with open("big.bin", "wb") as f:
