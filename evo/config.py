@@ -7,16 +7,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evo.environment import check_names
 from evo.errors import ConfigError
 from evo.selection import SELECTIONS
 
+
 def flag(help: str, *, metavar: str | None = None, group: str | None = None, exclusive: str | None = None,
-         name: str | None = None, cli_default=dataclasses.MISSING, negate: bool = False) -> dict:
+         name: str | None = None, cli_default=dataclasses.MISSING, negate: bool = False, repeat: bool = False) -> dict:
     """A setting's command-line flag, kept beside the setting (the CLI builds its flags from these): help text,
     metavar, an argument group or a mutually exclusive group, another flag name, the default the command line
-    shows when it differs from the setting's own, and for a boolean that is on by default, a --no-NAME flag."""
+    shows when it differs from the setting's own, for a boolean that is on by default, a --no-NAME flag, and for
+    a tuple, a flag given once per value (repeat)."""
     return {"flag": {"help": help, "metavar": metavar, "group": group, "exclusive": exclusive, "name": name,
-                     "cli_default": cli_default, "negate": negate}}
+                     "cli_default": cli_default, "negate": negate, "repeat": repeat}}
 
 
 def setting(default, help: str, **kwargs):
@@ -26,6 +29,8 @@ def setting(default, help: str, **kwargs):
     return field(default=default, metadata=flag(help, **kwargs))
 
 
+ENV_HELP = ("pass the environment variable NAME, with its value here, to training and scoring (repeatable); "
+            "they get only the locale, thread, CUDA and path variables otherwise")
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
 EXTENDABLE = ("evaluations", "hours")
 CONFIRMS = ("elites", "close", "final")
@@ -78,6 +83,7 @@ class RunConfig:
     preflight: bool = setting(True, "skip the one-step pre-flight", negate=True)
     time_limit: float | None = setting(None, "wall-clock limit per training (default: budget)", metavar="S")
     memory_mb: float = setting(0, "resident memory limit per evaluation (default none)")
+    env: tuple = setting(tuple, ENV_HELP, metavar="NAME", repeat=True)
     quiet: bool = setting(False, "no live view; only the final lines")
     allow_unshielded: bool = setting(False, "search even where training cannot be shielded (children could then "
                                             "forge their scores)")
@@ -85,6 +91,7 @@ class RunConfig:
                                           "torch, harness, data) cannot be reproduced; the store records the change")
 
     def __post_init__(self):
+        object.__setattr__(self, "env", check_names(self.env))  # a stored run's list, or the flags' values
         if self.population < 2:
             raise ConfigError(f"--population must be at least 2; got {self.population}")
         if not 2 <= self.tournament_size <= self.population:
@@ -161,8 +168,10 @@ class EvalConfig:
     time_limit: float | None = setting(None, "wall-clock limit of training (default: from budget)", metavar="S")
     threads: int | None = setting(None, "torch threads (default: torch's own choice)", metavar="N")
     test: bool = setting(False, "also score the test split (test_bpb), which `evo run` never selects on")
+    env: tuple = setting(tuple, ENV_HELP, metavar="NAME", repeat=True)
 
     def __post_init__(self):
+        object.__setattr__(self, "env", check_names(self.env))
         if self.seed is not None and self.seed < 0:
             raise ConfigError(f"--seed must be 0 or more; got {self.seed}")
         if self.threads is not None and self.threads < 1:
@@ -217,6 +226,8 @@ def _normal(value):
 
 
 def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) if value else "(none)"
     if isinstance(value, dict):
         return ",".join(f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, (list, tuple)) else f"{k}={v:g}"
                         for k, v in value.items())

@@ -42,6 +42,9 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) 
             else:
                 target.add_argument(name, dest=field.name, action="store_true", help=meta["help"])
             continue
+        if meta.get("repeat"):
+            target.add_argument(name, dest=field.name, action="append", metavar=meta["metavar"], help=meta["help"])
+            continue
         default = meta["cli_default"]
         if default is dataclasses.MISSING:
             default = field.default if field.default is not dataclasses.MISSING else None
@@ -51,8 +54,12 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) 
 
 def values(args: argparse.Namespace, cls, skip: tuple[str, ...] = ()) -> dict:
     """The parsed values of cls's flags, by field name."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if "flag" in f.metadata and f.name not in skip}
+    found = {}
+    for f in dataclasses.fields(cls):
+        if "flag" in f.metadata and f.name not in skip:
+            value = getattr(args, f.name)
+            found[f.name] = tuple(value or ()) if f.metadata["flag"].get("repeat") else value
+    return found
 
 
 def given(argv: list[str]) -> set[str]:
