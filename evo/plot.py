@@ -22,6 +22,7 @@ import numpy as np
 from evo.errors import StoreError
 from evo.scoring import SCORED_PURPOSES
 from evo.store.reader import StoreReader
+from evo.text import one_line
 
 MARKERS = {"search": ("o", "#7f9cbf", 22), "confirm": ("s", "#2a9d3f", 40), "noise": ("D", "#e08a1e", 34),
            "replay": ("P", "#8e5bb5", 40)}
@@ -113,10 +114,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def _label(individual) -> str:
+    """An individual's label on the plots: its operator and the first line of its description, control characters
+    escaped (evo.text) and `$` kept literal (matplotlib would read text between two of them as math)."""
     description = (individual.description or "").strip().split("\n")[0]
     if len(description) > 40:
         description = description[:39] + "…"
-    return f"{individual.operator}: {description}" if description else individual.operator
+    label = f"{individual.operator}: {description}" if description else individual.operator
+    return one_line(label).replace("$", r"\$")
 
 
 def _draw_progress(run, evaluations, individuals, fitness, path):
@@ -156,7 +160,7 @@ def _draw_progress(run, evaluations, individuals, fitness, path):
     if failed:
         statuses = ", ".join(f"{n} {s}" for s, n in Counter(e.status for e in failed).most_common())
         ax.plot([minutes(e) for e in failed], [0.985] * len(failed), "x", color="black", ms=6, clip_on=False,
-                transform=ax.get_xaxis_transform(), label=f"not ok, along the top: {statuses}", zorder=5)
+                transform=ax.get_xaxis_transform(), label=one_line(f"not ok, along the top: {statuses}"), zorder=5)
     ax.set_xlabel("minutes since the run started")
     ax.grid(alpha=0.25)
     winner = fitness.get(path[-1]) if path else None

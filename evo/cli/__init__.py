@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from evo import __version__
 from evo.cli import replay_cmd, run_cmd, store_cmds, task_cmds
 from evo.errors import EvoError
+from evo.text import printable
 from operators.errors import OperatorError
 
 EXIT_USAGE = 2
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, argv)
     except (EvoError, OperatorError) as e:
         message = str(e).removeprefix(f"evo {args.command}: ")
-        print(f"evo {args.command}: error: {message}", file=sys.stderr)
+        print(f"evo {args.command}: error: {printable(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"evo {args.command}: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ import sys
 import time
 
 from evo.run_status import Best, RunStatus
+from evo.text import one_line
 
 
 def _bpb(best: Best | None) -> str:
@@ -24,10 +25,11 @@ def _duration(seconds: float) -> str:
 
 
 def summary_lines(s: RunStatus) -> list[str]:
-    """The status as a few labelled lines (used by `evo status` and the terminal view)."""
+    """The status as a few labelled lines (used by `evo status` and the terminal view), each escaped (evo.text):
+    a run's ids, phase and notes pass through the store, where a child's text may sit beside them."""
     ev = s.evaluations
     target = f"/{s.target_evaluations}" if s.target_evaluations else ""
-    return [
+    return [one_line(line) for line in [
         f"run {s.run_id}  {s.status}  elapsed {_duration(s.elapsed_s)}  phase {s.phase}",
         f"best             {_bpb(s.best)}",
         f"search evals     {ev.search_done}{target} done, {ev.running} running, {ev.failed} failed",
@@ -37,16 +39,24 @@ def summary_lines(s: RunStatus) -> list[str]:
         f"at {s.utilisation * 100:.0f}% busy",
         f"population       {s.population} members, {s.individuals} individuals proposed",
         f"llm spend        ${s.llm_cost_usd:.4f} over {s.llm_calls} calls",
-    ]
+    ]]
 
 
 def plain_line(s: RunStatus) -> str:
     """One log line for a non-terminal stdout."""
     ev = s.evaluations
     best = f"best {s.best.mean_bpb:.4f} (n={s.best.n})" if s.best else "best -"
-    return (f"[{_duration(s.elapsed_s)}] {s.phase}: {best}; search {ev.search_done} done, "
-            f"{ev.running} running, {ev.failed} failed; confirm {ev.confirm_done}; "
-            f"{s.evals_per_hour:.0f}/h; workers {s.utilisation * 100:.0f}% busy; llm ${s.llm_cost_usd:.2f}")
+    return one_line(f"[{_duration(s.elapsed_s)}] {s.phase}: {best}; search {ev.search_done} done, "
+                    f"{ev.running} running, {ev.failed} failed; confirm {ev.confirm_done}; "
+                    f"{s.evals_per_hour:.0f}/h; workers {s.utilisation * 100:.0f}% busy; llm ${s.llm_cost_usd:.2f}")
+
+
+def panel(s: RunStatus):
+    """The terminal view's panel: summary_lines() as rich Text, not a string, which rich would read as markup."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    return Panel(Text("\n".join(summary_lines(s))), title="evo run")
 
 
 class LiveView:
@@ -71,9 +81,7 @@ class LiveView:
         if self.quiet:
             return
         if self._live is not None:
-            from rich.panel import Panel
-
-            self._live.update(Panel("\n".join(summary_lines(status)), title="evo run"))
+            self._live.update(panel(status))
             return
         ev = status.evaluations
         key = (ev.search_done, ev.confirm_done, ev.noise_done, ev.failed, status.phase)

@@ -8,6 +8,8 @@ import decimal
 import io
 import json
 
+from evo.text import one_line
+
 
 def _plain(value):
     if isinstance(value, (datetime.datetime, datetime.date)):
@@ -29,7 +31,7 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
         writer.writerow(columns)
         writer.writerows([[_plain(v) for v in row] for row in rows])
         return out.getvalue().rstrip("\n")
-    cells = [[("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(_plain(v))).replace("\n", "\\n")
+    cells = [[one_line("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(_plain(v)))
               for v in row] for row in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
     clip = lambda text, w: text if len(text) <= w else text[:w - 1] + "…"
