@@ -7,28 +7,34 @@ child does can change what it counts. It answers the requests of evo.channel:
   `torch.randint(0, n, (B,), generator=torch.Generator().manual_seed(seed))` draws (numpy's MT19937 with the
   same seeding gives the same 32-bit stream);
 - a token budget serves a batch only while it fits in what is left: a batch bigger than that ends the run;
-- a seconds budget serves batches for `seconds` from the first batch, and never past the training process's
-  start + STARTUP_ALLOWANCE + seconds: work before the first batch is not free beyond the allowance;
-- the budget ends when a request is refused, when a seconds budget's time is up, or when a token budget has less
-  left than the batch just served; from then on the child has the weights allowance to hand over its weights (a
-  plain copy of its parameters and buffers, after its last step) and HANDOVER_ALLOWANCE to hand over its graph
-  (the slower export), each once, as payloads written to files only the scorer reads. The scorer accepts the graph
-  only with those weights, byte for byte, so training after the budget buys at most the weights allowance
-  (`deadline()`). That allowance is WEIGHTS_ALLOWANCE, or STEP_ALLOWANCE times the child's median step (the time
-  between its batch requests) where that is longer: on a loaded machine an honest last step takes longer, and a
-  child can only stretch the allowance by making most of its steps slow. A pre-flight is not scored, and its one
-  step is the slow first one: it gets HANDOVER_ALLOWANCE;
-- tokens, steps and training seconds in the result are counted here.
+- a seconds budget is the server's clock: it ends at the serving deadline fixed when the first batch is served,
+  `seconds` later and never past the training process's start + STARTUP_ALLOWANCE + seconds (work before the
+  first batch is not free beyond the allowance). Nothing the child does later moves it. The server serves a batch
+  only while its own estimate of one more step (the latest gap between batch requests, scaled by the requested
+  batch's tokens against the previous one's) ends by the deadline, so an honest child's last step ends inside the
+  budget, and a child that asks rarely only loses batches;
+- a token budget serves a batch only while it fits in what is left: a batch bigger than that ends the run, and
+  so does serving a batch that leaves less than itself;
+- from the budget's end (a seconds budget's deadline, or the weights where they come first; a token budget's
+  refused request or last batch that fit) the child has the weights allowance to hand over its weights (a plain copy of its parameters and buffers) and
+  HANDOVER_ALLOWANCE to hand over its graph (the slower export), each once, as payloads written to files only the
+  scorer reads. The scorer accepts the graph only with those weights, byte for byte, so training after the budget
+  buys at most the weights allowance (`deadline()`; `overrun()` checks the arrival times again after the phase).
+  The allowance is fixed, never learned from the child: for a seconds budget min(WEIGHTS_ALLOWANCE,
+  WEIGHTS_SHARE * seconds), which covers the copy alone; for a token budget, whose compute per token is not
+  budgeted anyway, HANDOVER_ALLOWANCE, which also covers the last step; for a pre-flight (not scored, its one step
+  the slow first one) HANDOVER_ALLOWANCE;
+- tokens, steps and training seconds in the result are counted here;
+- whatever the child sends, the thread records a violation (a broken protocol, in one line) and closes the
+  channel; it never dies of an exception, and the sandbox ends the phase at once (`deadline()`).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import statistics
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +43,9 @@ import numpy as np
 from evo.channel import ChannelError, copy_payload, payload_size, receive_header, send
 
 STARTUP_ALLOWANCE = 30.0     # seconds a seconds-budget run may spend before its first batch without losing budget
-WEIGHTS_ALLOWANCE = 5.0      # seconds from the budget's end to the weights' arrival (the last step, then a copy)
-STEP_ALLOWANCE = 3.0         # ... or this many median steps, when longer
+WEIGHTS_ALLOWANCE = 5.0      # at most these seconds from a seconds budget's end to the weights' arrival (the copy)
+WEIGHTS_SHARE = 0.1          # ... and at most this share of the budget
+SCHEDULING_TOLERANCE = 0.25  # seconds the first batch to the weights may exceed the budget + allowance by
 HANDOVER_ALLOWANCE = 30.0    # seconds from the budget's end to the graph's arrival (export and upload)
 MAX_BATCH_TOKENS = 1 << 24   # one batch's B * T: a bigger request is a protocol error, not an allocation
 MAX_MODEL_BYTES = 1 << 34
@@ -65,8 +72,8 @@ class BatchServer(threading.Thread):
         self.rng = np.random.RandomState(settings.seed & 0xFFFFFFFF)
         self.started = time.monotonic() if started is None else started
         self.first_batch: float | None = None
-        self.last_batch: float | None = None
-        self.steps_seconds: deque[float] = deque(maxlen=256)   # the latest gaps between batch requests
+        self.last_batch: float | None = None   # when the latest batch was served, and its B * T
+        self.last_tokens = 0
         self.budget_end: float | None = None   # when the budget ran out (the handover clock starts)
         self.end_reason = "the budget is spent"
         self.weighed: float | None = None      # when the weights arrived
@@ -75,6 +82,7 @@ class BatchServer(threading.Thread):
         self.steps = 0
         self.info: dict = {}                   # what the child said of its model (device, memory): not trusted
         self.violation: str | None = None      # a broken protocol, in one line
+        self.violated: float | None = None     # when it was recorded
 
     # -- the budget ---------------------------------------------------------------------------------------
 
@@ -104,19 +112,43 @@ class BatchServer(threading.Thread):
         return None if seconds is None else self.started + STARTUP_ALLOWANCE + seconds
 
     def weights_allowance(self) -> float:
-        """Seconds from the budget's end to the weights' arrival (see the module docstring)."""
-        if self.settings.max_batches is not None:
+        """Seconds from the budget's end to the weights' arrival: fixed by the settings (see the module docstring)."""
+        seconds = self.settings.budget_seconds
+        if self.settings.max_batches is not None or seconds is None:
             return HANDOVER_ALLOWANCE
-        if not self.steps_seconds:
-            return WEIGHTS_ALLOWANCE
-        return max(WEIGHTS_ALLOWANCE, STEP_ALLOWANCE * statistics.median(self.steps_seconds))
+        return min(WEIGHTS_ALLOWANCE, WEIGHTS_SHARE * seconds)
 
     def deadline(self) -> float | None:
-        """The monotonic time by which the next handover (weights, then graph) must have arrived, when known."""
+        """The monotonic time by which the next handover (weights, then graph) must have arrived, when known;
+        the moment of a violation once there is one (the phase is over)."""
+        if self.violated is not None:
+            return self.violated
         end = self.budget_over()
         if self.submitted is not None or end is None:
             return None
         return end + (self.weights_allowance() if self.weighed is None else HANDOVER_ALLOWANCE)
+
+    def overrun(self) -> str | None:
+        """Why the handover was late by the server's own record, if it was: the weights after their allowance,
+        the graph after its, or, for a seconds budget, more than the budget + the allowance from the first batch
+        to the weights. (The sandbox polls deadline(), so a handover a fraction of a second late can slip past
+        it; this is the check that counts.)"""
+        end = self.budget_end
+        if self.weighed is None or end is None:
+            return None
+        allowance = self.weights_allowance()
+        if self.weighed > end + allowance:
+            return (f"the weights arrived {self.weighed - end:.2f} s after the budget's end, "
+                    f"past the allowance of {allowance:.3g} s")
+        if self.submitted is not None and self.submitted > end + HANDOVER_ALLOWANCE:
+            return (f"the graph arrived {self.submitted - end:.2f} s after the budget's end, "
+                    f"past the allowance of {HANDOVER_ALLOWANCE:g} s")
+        seconds = self.settings.budget_seconds
+        if seconds is not None and self.settings.max_batches is None and self.first_batch is not None:
+            trained = self.weighed - self.first_batch
+            if trained > seconds + allowance + SCHEDULING_TOLERANCE:
+                return f"trained {trained:.2f} s on a budget of {seconds:g} s (+ {allowance:.3g} s to hand over)"
+        return None
 
     def late(self) -> str:
         """What did not arrive in time, for the timeout's reason."""
@@ -131,10 +163,25 @@ class BatchServer(threading.Thread):
         end = self.weighed or self.budget_end or self.submitted or time.monotonic()
         return round(end - self.first_batch, 3)
 
-    def _end(self, why: str, now: float) -> dict:
+    def _close(self, why: str, now: float) -> None:
+        """Ends the budget at now; a seconds budget ends at its deadline, or at the weights where they come first.
+        Nothing later moves it."""
         if self.budget_end is None:
-            self.budget_end, self.end_reason = now, why
-        return {"end": why}
+            deadline = self._serving_deadline()
+            self.budget_end, self.end_reason = (now if deadline is None else min(now, deadline)), why
+
+    def _end(self, why: str, now: float) -> dict:
+        """A refused request: serving is over. A seconds budget still ends at its deadline (the child may train
+        on what it holds until then), never at the moment of a refusal, early or late."""
+        deadline = self._serving_deadline()
+        self._close(why, now if deadline is None else deadline)
+        return {"end": self.end_reason}
+
+    def _step_estimate(self, tokens: int, now: float) -> float:
+        """Seconds one more step on a batch of `tokens` will take, by the latest gap between batch requests."""
+        if self.last_batch is None or not self.last_tokens:
+            return 0.0
+        return (now - self.last_batch) * tokens / self.last_tokens
 
     def _batch(self, header: dict) -> tuple[dict, bytes | None]:
         B, T = header.get("B"), header.get("T")
@@ -146,18 +193,18 @@ class BatchServer(threading.Thread):
         if n <= 0:
             return {"error": f"the training split has {len(self.data)} tokens, too few for sequences of {T}"}, None
         now = time.monotonic()
-        if self.first_batch is None:
-            self.first_batch = now
-        if self.last_batch is not None:
-            self.steps_seconds.append(now - self.last_batch)
-        self.last_batch = now
         if self.budget_end is not None:
             return {"end": self.end_reason}, None
+        if self.first_batch is None:
+            self.first_batch = now
         if self.settings.max_batches is None and self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:
             return self._end("the token budget is spent", now), None
         deadline = self._serving_deadline()
         if deadline is not None and now >= deadline:
             return self._end("the time budget is spent", now), None
+        if deadline is not None and now + self._step_estimate(B * T, now) > deadline:
+            return self._end("the time budget is spent (one more step would end after it)", now), None
+        self.last_batch, self.last_tokens = now, B * T
         if n < 1 << 32:
             starts = (self.rng.randint(0, 1 << 32, size=B, dtype=np.uint64) % n).astype(np.int64)
         else:
@@ -200,9 +247,12 @@ class BatchServer(threading.Thread):
     def _receive_model(self, header: dict) -> None:
         now = self._receive(header, self.model_path)
         self.submitted = now
-        if self.budget_end is None:
-            self.budget_end = now
+        self._close("the model is submitted", now)
         self.info = {k: header[k] for k in ("device", "peak_memory_mb") if isinstance(header.get(k), (str, int, float))}
+
+    def _violate(self, why: str) -> None:
+        if self.violation is None:
+            self.violation, self.violated = why, time.monotonic()
 
     def run(self) -> None:
         try:
@@ -211,12 +261,11 @@ class BatchServer(threading.Thread):
                     header = receive_header(self.sock)
                 except ChannelError as e:
                     if str(e) != "the channel closed":
-                        self.violation = str(e)
+                        self._violate(str(e))
                     return
                 if header.get("op") == "weights" and self.weighed is None and self.submitted is None:
                     self.weighed = self._receive(header, self.weights_path)
-                    if self.budget_end is None:
-                        self.budget_end = self.weighed  # nothing more is served after the weights
+                    self._close("the weights are handed over", self.weighed)  # nothing more is served after them
                     send(self.sock, {"ok": True})
                     continue
                 if header.get("op") == "submit" and self.submitted is None:
@@ -230,7 +279,9 @@ class BatchServer(threading.Thread):
                 answer, payload = self._answer(header)
                 send(self.sock, answer, payload)
         except (ChannelError, OSError) as e:
-            self.violation = self.violation or str(e)
+            self._violate(str(e))
+        except Exception as e:  # anything else the child's input set off: recorded, never a dead thread
+            self._violate(f"a request the harness could not handle ({type(e).__name__}: {str(e)[:200]})")
         finally:
             try:
                 self.sock.close()

@@ -10,8 +10,10 @@ bytes. The training side asks; the harness side answers (evo.batch_server):
     {"op": "weights", "payload": n}      -> {"ok": true}           (parameters and buffers, at the budget's end)
     {"op": "submit", "payload": n, ...}  -> {"ok": true}           (the model archive, evo.graph_archive)
 
-Any request the harness refuses is answered {"error": why}. This module is all the training side needs of evo:
-stdlib only, so it imports quickly inside the training process's root.
+Any request the harness refuses is answered {"error": why}. A header is at most MAX_HEADER bytes and
+MAX_DEPTH levels of arrays and objects deep (checked before it is parsed, so no parser recursion is left to
+chance). This module is all the training side needs of evo: stdlib only, so it imports quickly inside the
+training process's root.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import socket
 import struct
 
 CHANNEL_VAR = "EVO_HARNESS_CHANNEL"
-MAX_HEADER = 1 << 20
+MAX_HEADER = 1 << 16   # bytes of one header: the longest this protocol sends is a few hundred
+MAX_DEPTH = 4          # levels of nested arrays and objects in one header: the deepest this protocol sends is 2
+_OPENERS = frozenset(b"[{")
+_CLOSERS = frozenset(b"]}")
 
 
 class ChannelError(Exception):
@@ -50,14 +55,40 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _nesting(data: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
 def receive_header(sock: socket.socket) -> dict:
-    """One message's header (its payload, if any, is still to be read)."""
+    """One message's header (its payload, if any, is still to be read). Refuses one over MAX_HEADER bytes or
+    MAX_DEPTH levels deep, and anything but a JSON object, with a ChannelError."""
     (size,) = struct.unpack(">I", _exactly(sock, 4))
     if size > MAX_HEADER:
-        raise ChannelError(f"a message header of {size:,} bytes is over the limit")
+        raise ChannelError(f"a message header of {size:,} bytes is over the limit of {MAX_HEADER:,}")
+    data = _exactly(sock, size)
+    if _nesting(data) > MAX_DEPTH:
+        raise ChannelError(f"a message header nests arrays or objects more than {MAX_DEPTH} deep")
     try:
-        header = json.loads(_exactly(sock, size))
-    except ValueError:
+        header = json.loads(data)
+    except (ValueError, RecursionError):
         raise ChannelError("a message header is not JSON") from None
     if not isinstance(header, dict):
         raise ChannelError("a message header is not a JSON object")

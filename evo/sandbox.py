@@ -336,6 +336,9 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         server.training_seconds(), server.tokens, server.steps)
     result.device = server.info.get("device")
     result.peak_memory_mb = server.info.get("peak_memory_mb")
+    if server.violation:  # first: it ends the phase at once, and the child's own last words would hide it
+        result.error = f"the training process broke the harness protocol: {server.violation}"
+        return None
     if code is None:
         moving = server.deadline()
         if moving is not None and time.monotonic() > moving:
@@ -343,8 +346,9 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         else:
             result.status, result.error = "timeout", f"training exceeded its wall-clock limit of {limit:g} s"
         return None
-    if server.violation:  # before the exit status: the child's own last words would hide it
-        result.error = f"the training process broke the harness protocol: {server.violation}"
+    overrun = server.overrun()  # the server's own record of the handover, which the polling above can miss by a little
+    if overrun:
+        result.status, result.error = "timeout", overrun
         return None
     if code != 0:
         result.status, result.error = _failure_reason(log, code)
