@@ -157,10 +157,12 @@ class BatchServer(threading.Thread):
         return f"the graph did not arrive within {HANDOVER_ALLOWANCE:g} s of the budget's end"
 
     def training_seconds(self) -> float | None:
-        """From the first batch to the weights' arrival (the end of the last step), or to the budget's end."""
+        """From the first batch to the weights' arrival (the end of the last step), or to the budget's end (a
+        seconds budget's deadline where no request found it over)."""
         if self.first_batch is None:
             return None
-        end = self.weighed or self.budget_end or self.submitted or time.monotonic()
+        now = time.monotonic()
+        end = self.weighed or self.budget_end or self.submitted or min(now, self.budget_over() or now)
         return round(end - self.first_batch, 3)
 
     def _close(self, why: str, now: float) -> None:
