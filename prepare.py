@@ -342,7 +342,9 @@ def print_summary(stats: dict) -> None:
 # ---------------------------------------------------------------------------
 
 class ModelRefused(Exception):
-    """The model broke the contract (wrong output, non-finite logits, it looks at future tokens)."""
+    """The model broke the contract (wrong output, it looks at future tokens), or its score is not a finite number
+    (the reason then starts with "non-finite": NaN or infinite logits, or finite ones so far apart that a loss is
+    infinite)."""
 
 
 def _windows(split_dir: Path, split: str, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,14 +424,19 @@ def _split_bpb(model, split_dir: Path, split: str, device, check_seed: int | Non
         x, y = rows[i:i + EVAL_BATCH, :-1], rows[i:i + EVAL_BATCH, 1:]
         logits = _logits(model, x, vocab).float()
         if not torch.isfinite(logits).all():
-            raise ModelRefused("the model produced non-finite logits")
+            raise ModelRefused("non-finite logits: the model produced NaN or infinite logits")
         log_probs = torch.log_softmax(logits, dim=-1)
+        if not torch.isfinite(log_probs).all():  # finite logits over 3.4e38 apart: log_softmax overflows to -inf
+            raise ModelRefused("non-finite loss: the logits are so far apart that a log-probability is -inf")
         check_causality(model, x, log_probs, vocab, gen)
         nats = -log_probs.gather(-1, y.unsqueeze(-1)).reshape(-1)
         nbytes = token_bytes[y.reshape(-1)]
         total_nats += (nats.double() * (nbytes > 0)).sum().item()
         total_bytes += int(nbytes.sum().item())
-    return total_nats / (math.log(2) * total_bytes), int(rows[:, 1:].numel())
+    bpb = total_nats / (math.log(2) * total_bytes)
+    if not math.isfinite(bpb):
+        raise ModelRefused(f"non-finite {split}_bpb: {bpb}")
+    return bpb, int(rows[:, 1:].numel())
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
+from evo.results import typed
 from evo.run_status import EvaluationCounts, RunStatus
 from evo.scoring import TEST_PURPOSES
 from evo.workers import Finished, WorkerPool
@@ -119,7 +120,7 @@ class Engine:
         """Stores a finished evaluation, reports it to the policy, hands the free workers their next tasks, and
         stores what changed (the population, the policy's state)."""
         task: Task = done.task
-        result = done.result
+        result = typed(done.result)  # malformed or non-finite: a failed evaluation with its reason (evo.results)
         self.busy_seconds += done.seconds
 
         def utc(t):

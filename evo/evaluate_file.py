@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evo.config import EvalConfig
 from evo.errors import TaskError
+from evo.results import typed
 from evo.sandbox import Budget, EvalRequest, evaluate
 from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
 
@@ -61,6 +62,6 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
                           cache_root=harness.cache_dir(),
                           time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file),
                           test=config.test)
-    result = evaluate(request, on_line=on_line).to_dict()
+    result = typed(evaluate(request, on_line=on_line).to_dict())  # never a NaN, an infinity or a field out of type
     result["fingerprint"] = fingerprint
     return result

@@ -39,6 +39,7 @@ from typing import Any
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.islands import Islands
+from evo.results import score_problem, typed
 from evo.scoring import SCORED_PURPOSES, score
 from evo.selection import Member, elites, select_parents, survivors
 from genome import Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
@@ -203,7 +204,7 @@ class SearchPolicy:
                 if ind.status != "duplicate":
                     self.sources.setdefault(content_hash(ind.source), ind.id)
         for ev in history.evaluations:
-            if ev.status == "ok" and ev.purpose in SCORED_PURPOSES:
+            if ev.status == "ok" and ev.purpose in SCORED_PURPOSES and score_problem(ev.val_bpb) is None:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
         self.islands.restore(state.get("islands"), list(history.population))
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
@@ -314,6 +315,7 @@ class SearchPolicy:
         when ok, error). A search result places its child; elites get confirmations queued. Raises SeedFailed
         when a noise evaluation of the seed failed."""
         self.running.remove(task)
+        result = typed(result)  # a NaN, infinite or malformed score is a failed evaluation, never an exception here
         ok = result["status"] == "ok"
         if task.purpose == "search":
             self.counters.search_done += 1

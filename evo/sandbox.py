@@ -39,12 +39,14 @@ from evo.batch_server import (HANDOVER_ALLOWANCE, STARTUP_ALLOWANCE, BatchServer
 from evo.channel import CHANNEL_VAR
 from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
+from evo.results import reported_fields, typed
 from evo.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase (its start and its end); the rest is counted and dropped
 LINE_CAP_BYTES = 1 << 16         # a line passed on as it comes is cut here
 READ_BYTES = 1 << 16             # output is read in pieces of at most this, whatever its lines
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
+SCORED_FIELDS = ("status", "val_bpb", "test_bpb", "error", "eval_seconds", "num_params")  # what the scorer sends
 MODEL_FILE = "model.evograph"
 WEIGHTS_FILE = "weights.evo"
 _SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_", re.IGNORECASE)
@@ -334,10 +336,10 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     result.log = log
     result.training_seconds, result.tokens, result.num_steps = (
         server.training_seconds(), server.tokens, server.steps)
-    result.device = server.info.get("device")
-    result.peak_memory_mb = server.info.get("peak_memory_mb")
-    if server.violation:  # first: it ends the phase at once, and the child's own last words would hide it
-        result.error = f"the training process broke the harness protocol: {server.violation}"
+    result.device, result.peak_memory_mb, misreported = reported_fields(server.info)
+    violation = server.violation or misreported
+    if violation:  # first: it ends the phase at once, and the child's own last words would hide it
+        result.error = f"the training process broke the harness protocol: {violation}"
         return None
     if code is None:
         moving = server.deadline()
@@ -407,9 +409,12 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
         status, reason = _failure_reason(log, code or 1)
         result.status, result.error = status, f"scoring failed: {reason}"
         return
-    result.status, result.val_bpb, result.error = scored["status"], scored.get("val_bpb"), scored.get("error")
-    result.test_bpb = scored.get("test_bpb")
-    result.eval_seconds, result.num_params = scored.get("eval_seconds"), scored.get("num_params")
+    scored = typed({name: scored.get(name) for name in SCORED_FIELDS})  # a non-finite score is rejected here too
+    result.status, result.val_bpb, result.test_bpb, result.error = (
+        scored["status"], scored["val_bpb"], scored["test_bpb"], scored["error"])
+    result.eval_seconds, result.num_params = scored["eval_seconds"], scored["num_params"]
+    if scored.get("log"):
+        result.log += "\n" + scored["log"]
 
 
 class _PipeReader(threading.Thread):
@@ -430,11 +435,7 @@ class _PipeReader(threading.Thread):
             return None
         if not isinstance(scored, dict) or scored.get("status") not in ("ok", "rejected"):
             return None
-        if scored["status"] == "ok" and not isinstance(scored.get("val_bpb"), float):
-            return None
-        if scored["status"] == "ok" and not isinstance(scored.get("test_bpb"), (float, type(None))):
-            return None
-        return scored
+        return scored  # its fields are typed where they are taken (evo.results)
 
 
 def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,

@@ -8,7 +8,8 @@ weights handed over at the budget's end, "val_dir", "test_dir" (only when test_b
 copy, the archive the bytes the batch server received. No code from train.py runs here: the archive is parsed and
 checked by evo.graph_archive before any tensor is built (no torch loader ever sees it), and the graph runs op by op
 from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
-takes it only from there and only when this process exits 0.
+takes it only from there and only when this process exits 0. A NaN or infinite score is a rejection ("non-finite
+val_bpb: nan"), whatever the harness's metric says of it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from evo.graph_archive import ArchiveRefused, check_weights, read_archive, read_weights
+from evo.results import NON_FINITE, score_problem
 from evo.task_files import load_harness
 
 
@@ -44,6 +46,9 @@ def score(spec: dict) -> dict:
         result = {"status": "rejected", "error": f"archive refused: {e}"}
     except harness.ModelRefused as e:
         result = {"status": "rejected", "error": str(e)}
+    for name in ("val_bpb", "test_bpb"):   # a task's own prepare.py may not refuse a NaN or infinite score itself
+        if result["status"] == "ok" and score_problem(result.get(name, 0.0)) == NON_FINITE:
+            result = {"status": "rejected", "error": f"{NON_FINITE} {name}: {result[name]!r}"}
     result["eval_seconds"] = round(time.time() - t0, 2)
     return result
 
@@ -54,7 +59,7 @@ def main(argv: list[str]) -> int:
         return 2
     result = score(json.loads(Path(argv[0]).read_text()))
     with os.fdopen(int(argv[1]), "w") as out:
-        out.write(json.dumps(result))
+        out.write(json.dumps(result, allow_nan=False))  # never NaN or Infinity, which JSON has not
     return 0
 
 

@@ -51,7 +51,7 @@ def evaluate(args, argv) -> int:
     result = evaluate_file(args.file, config, on_line=echo,
                            notify=None if args.json else lambda m: print(m, file=sys.stderr))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
     else:
         print("\n".join(result_lines(result)))
     return 0 if result["status"] == "ok" else 1
@@ -61,15 +61,19 @@ def result_lines(r: dict) -> list[str]:
     """autoresearch's summary block for an ok result; the status and its reason otherwise."""
     if r["status"] != "ok":
         return [f"status:           {r['status']}", f"error:            {r['error']}"]
+
+    def number(name: str, spec: str, scale: float = 1.0) -> str:
+        return "-" if r.get(name) is None else f"{r[name] / scale:{spec}}"   # a field the result lacks shows as -
+
     return [
         "status:           ok",
         f"val_bpb:          {r['val_bpb']:.6f}",
         *([f"test_bpb:         {r['test_bpb']:.6f}"] if r.get("test_bpb") is not None else []),
-        f"training_seconds: {r['training_seconds']:.1f}",
-        f"total_seconds:    {r['total_seconds']:.1f}",
-        f"total_tokens_M:   {r['tokens'] / 1e6:.3f}",
-        f"peak_memory_mb:   {r['peak_memory_mb']:.1f}",
-        f"num_steps:        {r['num_steps']}",
-        f"num_params_M:     {r['num_params'] / 1e6:.2f}",
+        f"training_seconds: {number('training_seconds', '.1f')}",
+        f"total_seconds:    {number('total_seconds', '.1f')}",
+        f"total_tokens_M:   {number('tokens', '.3f', 1e6)}",
+        f"peak_memory_mb:   {number('peak_memory_mb', '.1f')}",
+        f"num_steps:        {number('num_steps', 'd')}",
+        f"num_params_M:     {number('num_params', '.2f', 1e6)}",
         f"seed:             {r['seed']}",
     ]

@@ -160,7 +160,7 @@ CREATE OR REPLACE VIEW fitness AS
 WITH ok AS (
     SELECT run_id, individual_id, val_bpb, purpose
     FROM evaluations
-    WHERE status = 'ok' AND val_bpb IS NOT NULL AND purpose IN {sql_list(SCORED_PURPOSES)}
+    WHERE status = 'ok' AND isfinite(val_bpb) AND purpose IN {sql_list(SCORED_PURPOSES)}  -- NULL, NaN, inf: unscored
 ), agg AS (
     SELECT run_id, individual_id, count(*) AS n, count(*) FILTER (WHERE purpose = 'confirm') AS n_confirm,
            avg(val_bpb) AS mean_bpb, stddev_samp(val_bpb) AS std_bpb, min(val_bpb) AS best_bpb

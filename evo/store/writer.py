@@ -35,6 +35,7 @@ from typing import Any
 import duckdb
 
 from evo.errors import StoreError
+from evo.results import typed
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.reader import StoreReader, connect
 from evo.store.records import Run, as_mapping
@@ -239,8 +240,10 @@ class StoreWriter(StoreReader):
                        finished_at: datetime | None = None) -> int:
         """Stores one finished evaluation (a sandbox.EvalResult or a mapping of its fields) and commits it before
         returning its id. In the same transaction a `proposed` individual becomes `evaluated` (`rejected`, with the
-        error as reason, when the harness rejected it); an `interrupted` evaluation leaves it proposed."""
-        record = as_mapping(result)
+        error as reason, when the harness rejected it); an `interrupted` evaluation leaves it proposed. The result
+        is typed first (evo.results.typed): a field out of type or bound is stored empty with a note in the log,
+        a non-finite score as a rejection, so no result the store is given makes it refuse the evaluation."""
+        record = typed(as_mapping(result))  # each field in type and bound, or dropped with a note (evo.results)
         values = {f: record.get(f) for f in _EVALUATION_FIELDS}
         if values["conditions"] is not None:
             values["conditions"] = json.dumps(values["conditions"], sort_keys=True)

@@ -123,6 +123,36 @@ def test_future_peeking_model_is_refused(tmp_path):
         prepare.evaluate_program(PeeksAhead(), val, "cpu")
 
 
+class FarApart(Uniform):
+    """Finite logits, +-3.3e38: log_softmax overflows to -inf in float32 wherever one is below the other; at the
+    last position only (which the causality check never compares), or everywhere, BOS (no bytes) included."""
+
+    def __init__(self, vocab, last_only):
+        super().__init__(vocab)
+        self.last_only = last_only
+
+    def forward(self, idx):
+        g = torch.Generator().manual_seed(0)
+        logits = torch.where(torch.rand(*idx.shape, self.vocab, generator=g) < 0.5, -3.3e38, 3.3e38)
+        if self.last_only:
+            logits[:, :-1] = 0.0
+        return logits
+
+
+@pytest.mark.parametrize("last_only", [True, False], ids=["infinite", "nan"])
+def test_a_loss_that_is_not_finite_is_refused_as_non_finite_whatever_the_logits(tmp_path, last_only):
+    val = _val_dir(tmp_path, 256)
+    with pytest.raises(prepare.ModelRefused, match="^non-finite loss"):
+        prepare.evaluate_program(FarApart(256, last_only), val, "cpu")
+
+    class Diverged(Uniform):
+        def forward(self, idx):
+            return super().forward(idx) * float("nan")
+
+    with pytest.raises(prepare.ModelRefused, match="^non-finite logits"):
+        prepare.evaluate_program(Diverged(256), val, "cpu")
+
+
 def test_wrong_logits_shape_is_refused(tmp_path):
     val = _val_dir(tmp_path, 256)
     with pytest.raises(prepare.ModelRefused, match="shape"):

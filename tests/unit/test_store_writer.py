@@ -152,8 +152,9 @@ def test_evaluations_are_stored_with_every_field_and_move_the_status(store):
     assert [x.id for x in store.evaluations(run, purpose="search")] == [second, third_id]
     with pytest.raises(StoreError, match="no individual 'ghost' to evaluate"):
         store.add_evaluation(run, "ghost", result)
-    with pytest.raises(StoreError, match="unknown evaluation status"):
-        store.add_evaluation(run, seed, {"status": "fine"})
+    fine = store.add_evaluation(run, seed, {"status": "fine"})      # stored as a failure with its reason, not refused
+    assert [(x.status, x.error) for x in store.evaluations(run, seed) if x.id == fine] == \
+        [("crash", "malformed result: status 'fine'")]
     with pytest.raises(StoreError, match="unknown evaluation purpose"):
         store.add_evaluation(run, seed, result, purpose="fun")
 
