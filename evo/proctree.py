@@ -49,14 +49,20 @@ def new_marker() -> str:
     return f"{os.getpid()}.{_start_time(os.getpid())}.{uuid.uuid4().hex[:12]}"
 
 
+def owner_gone(marker: str) -> bool:
+    """Whether the process a marker names as the evaluation's owner is gone (its pid ended, or now names another
+    process); a string that is not a marker is never an owner's."""
+    owner, _, rest = marker.partition(".")
+    started = rest.partition(".")[0]
+    return owner.isdigit() and _start_time(int(owner)) != started
+
+
 def sweep_orphans() -> list[int]:
     """Kills every marked process whose owner (the process that ran the evaluation) is gone: what a SIGKILLed
     worker or driver left behind. Returns the pids it killed."""
     killed = []
     for pid, marker in _all_markers().items():
-        owner, _, rest = marker.partition(".")
-        started = rest.partition(".")[0]
-        if owner.isdigit() and _start_time(int(owner)) != started:
+        if owner_gone(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

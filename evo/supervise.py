@@ -28,6 +28,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from evo.cgroup import PhaseGroup
 from evo.proctree import die_with_parent, kill_tree, marked_pids
 
 MEMORY_EXIT = 86
@@ -47,6 +48,8 @@ class Limits:
     disk_mb: float = 4096
     files: int = 100_000
     watch: tuple[str, ...] = ()
+    cgroup: tuple[str, ...] = ()   # the folders of the cgroup the command joins (evo.cgroup), where one was made
+    cgroup_kind: str = ""
 
     def text(self) -> str:
         return json.dumps(asdict(self))
@@ -54,7 +57,11 @@ class Limits:
     @classmethod
     def parse(cls, text: str) -> Limits:
         fields = json.loads(text)
-        return cls(**{**fields, "watch": tuple(fields.get("watch", ()))})
+        return cls(**{**fields, "watch": tuple(fields.get("watch", ())), "cgroup": tuple(fields.get("cgroup", ()))})
+
+    def group(self) -> PhaseGroup | None:
+        """The cgroup that keeps the memory and process limits in the kernel, if the phase has one."""
+        return PhaseGroup(self.cgroup_kind, self.cgroup, self.memory_mb, self.processes) if self.cgroup else None
 
 
 def resident_mb(pids: list[int]) -> float:
@@ -69,11 +76,75 @@ def resident_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
+def _is_memfd(link: str) -> bool:
+    return link.startswith("/memfd:")
+
+
+def _memfd_blocks(pids: list[int]) -> int:
+    """Bytes held in memfds the processes have open or mapped (each file once): memory no resident size shows
+    until it is mapped and touched. Mapped files are seen through /proc/PID/map_files, which only a privileged
+    supervisor may read; an open descriptor is seen by anyone."""
+    seen: dict[tuple[int, int], int] = {}
+    for pid in pids:
+        for folder in (f"/proc/{pid}/fd", f"/proc/{pid}/map_files"):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    if not _is_memfd(os.readlink(f"{folder}/{name}")):
+                        continue
+                    info = os.stat(f"{folder}/{name}")
+                except OSError:
+                    continue
+                seen[(info.st_dev, info.st_ino)] = info.st_blocks * 512
+    return sum(seen.values())
+
+
+def _shm_blocks(pids: list[int]) -> int:
+    """Bytes in the private /dev/shm of the processes' own root (the shield's, a tmpfs of its own), seen through
+    /proc/PID/root; a process that shares this process's root writes to the machine's /dev/shm, which is not its
+    own to count."""
+    try:
+        ours = os.stat("/")
+    except OSError:
+        return 0
+    roots: dict[tuple[int, int], str] = {}
+    for pid in pids:
+        try:
+            info = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) != (ours.st_dev, ours.st_ino):
+            roots.setdefault((info.st_dev, info.st_ino), f"/proc/{pid}/root/dev/shm")
+    total = 0
+    for shm in roots.values():
+        try:
+            total += _blocks_under(shm, 100_000, 0)[0]
+        except Uncountable:
+            pass
+    return total
+
+
+def held_mb(pids: list[int]) -> float:
+    """Memory the processes hold, in MiB, as a poller can count it: resident memory, plus memfd pages and their own
+    /dev/shm (a page both mapped and resident counts twice: the count errs on the side of the limit)."""
+    return resident_mb(pids) + (_memfd_blocks(pids) + _shm_blocks(pids)) / 2**20
+
+
 MAX_DEPTH = 256   # folders nested deeper than this in a phase's folders are not counted: the phase ends instead
 
 
 class Uncountable(Exception):
     """What a phase left in its folders cannot be counted (nested too deep, or a folder it made unreadable)."""
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def _blocks_under(root: str, max_files: int, count: int) -> tuple[int, int]:
@@ -148,19 +219,35 @@ def written(folders: tuple[str, ...], pids: list[int], max_files: int) -> tuple[
                 info = os.stat(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
-                total += info.st_blocks * 512
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 0 and not _is_memfd(_link(f"/proc/{pid}/fd/{fd}")):
+                total += info.st_blocks * 512  # a memfd is memory (held_mb), not disk
     return total / 2**20, count
 
 
+def _kernel_hit(group: PhaseGroup) -> tuple[int, str] | None:
+    """(exit status, message) where the kernel's own record says a limit of the phase's cgroup bit, or None."""
+    memory, processes = group.hits()
+    if memory:
+        return MEMORY_EXIT, f"evo: memory limit exceeded: {memory}"
+    if processes:
+        return PROCESS_EXIT, f"evo: process limit exceeded: {processes}"
+    return None
+
+
 def _over(limits: Limits, pids: list[int]) -> tuple[int, str] | None:
-    """(exit status, message) for the first limit the phase's processes are past, or None."""
-    if limits.processes and len(pids) > limits.processes:
+    """(exit status, message) for the first limit the phase's processes are past, or None. Memory and processes
+    are the kernel's to count where the phase has a cgroup; otherwise they are polled here."""
+    group = limits.group()
+    if group is not None:
+        hit = _kernel_hit(group)
+        if hit is not None:
+            return hit
+    elif limits.processes and len(pids) > limits.processes:
         return PROCESS_EXIT, f"evo: process limit exceeded: {len(pids)} processes > {limits.processes}"
-    if limits.memory_mb > 0:
-        used = resident_mb(pids)
+    elif limits.memory_mb > 0:
+        used = held_mb(pids)
         if used > limits.memory_mb:
-            return MEMORY_EXIT, f"evo: memory limit exceeded: {used:.0f} MiB resident > {limits.memory_mb:.0f} MiB"
+            return MEMORY_EXIT, f"evo: memory limit exceeded: {used:.0f} MiB held > {limits.memory_mb:.0f} MiB"
     if limits.watch and (limits.disk_mb > 0 or limits.files):
         try:
             mb, files = written(limits.watch, pids, limits.files)
@@ -176,7 +263,11 @@ def _over(limits: Limits, pids: list[int]) -> tuple[int, str] | None:
 def _start(limits: Limits):
     """What the command runs before exec: it dies with the supervisor, and no one file it writes may grow past
     the disk limit (RLIMIT_FSIZE; Python then gets EFBIG on the write)."""
+    group = limits.group()
+
     def start():
+        if group is not None:
+            group.join()
         die_with_parent()
         if limits.disk_mb > 0:
             size = int(limits.disk_mb * 2**20)
@@ -201,7 +292,11 @@ def main(argv: list[str]) -> int:
     # the command gets SIGKILL if the supervisor dies, even by SIGKILL (Ray kills a dead worker's children)
     # close_fds=False: the only inheritable descriptors here are those the evaluating process passed on purpose
     # (the harness channel, the scorer's result pipe); Python opens everything else non-inheritable
-    child = subprocess.Popen(cmd, preexec_fn=_start(limits), close_fds=False)
+    try:
+        child = subprocess.Popen(cmd, preexec_fn=_start(limits), close_fds=False)
+    except subprocess.SubprocessError as e:  # the command could not join its cgroup: it is not run unheld
+        sys.stderr.write(f"evo: the phase could not be started in its cgroup: {e}\n")
+        return 2
 
     def end(signum, _frame):
         kill_tree(child.pid, marker)
@@ -209,6 +304,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, end)
     signal.signal(signal.SIGINT, end)
+    group = limits.group()
     while True:
         try:
             code = child.wait(timeout=0.5)
@@ -220,6 +316,11 @@ def main(argv: list[str]) -> int:
             kill_tree(child.pid, marker)
             sys.stderr.write(over[1] + "\n")
             return over[0]
+    hit = _kernel_hit(group) if group is not None else None
+    if hit is not None:  # the kernel ended or refused something: name the limit, whatever the exit status says
+        kill_tree(child.pid, marker)
+        sys.stderr.write(hit[1] + "\n")
+        return hit[0]
     return 128 - code if code < 0 else code
 
 

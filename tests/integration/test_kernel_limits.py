@@ -1,0 +1,102 @@
+"""Limits the kernel keeps: each phase of an evaluation runs in a cgroup of its own, so memory a resident size does
+not show (a memfd, /dev/shm) and forks past the process limit are held by the kernel, named from its own record,
+and the group is gone afterwards. Where this machine offers no cgroup, the cgroup cases skip and the polling
+supervisor's own count (memfd pages as memory) is tested instead."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from evo import cgroup
+from evo.proctree import MARKER_VAR, new_marker
+from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.supervise import MEMORY_EXIT, Limits
+from tests.support.genomes import ROOT, tiny_source
+
+MEMFD = """
+import os
+fd = os.memfd_create("hoard")
+block = b"x" * 2**20
+for _ in range({mib}):
+    os.write(fd, block)
+import time
+time.sleep(30)
+"""
+SHM = """
+block = b"x" * 2**20
+with open("/dev/shm/hoard", "wb") as f:
+    for _ in range(250):
+        f.write(block)
+import time
+time.sleep(30)
+"""
+FORKS = """
+import subprocess, sys
+spawned = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(100)]
+import time
+time.sleep(30)
+"""
+
+
+def _groups_of_this_process() -> set[str]:
+    return {str(g) for parent in cgroup._parents() if parent.is_dir() for g in parent.iterdir()
+            if g.name.startswith(f"{cgroup.PREFIX}{os.getpid()}.")}
+
+
+@pytest.fixture(scope="module")
+def kernel_kind():
+    group, why = cgroup.make(f"probe-{uuid.uuid4().hex[:8]}", 64, 16)
+    if group is None:
+        pytest.skip(f"this machine offers no cgroup to this process: {why}")
+    group.remove()
+    return group.kind
+
+
+def evaluated(dataset, code: str, **limits):
+    source = tiny_source().replace("submit(model)\n", code + "submit(model)\n")
+    return evaluate(EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=dataset, threads=1,
+                                fixed_files=(ROOT / "kernels.py",), budget=Budget(tokens=8192), **limits))
+
+
+@pytest.mark.parametrize("code, status, named", [
+    pytest.param("", "ok", None, id="honest"),
+    pytest.param(MEMFD.format(mib=800), "oom", "memory limit exceeded: the kernel ended", id="memfd"),
+    pytest.param(SHM, "oom", "memory limit exceeded: the kernel ended", id="dev-shm"),
+    pytest.param(FORKS, "crash", "process limit exceeded: the kernel refused", id="fork-bomb"),
+])
+def test_the_kernel_holds_what_a_phase_may_use_and_names_the_limit(dataset, kernel_kind, code, status, named):
+    before = _groups_of_this_process()
+    result = evaluated(dataset, code, memory_mb=450, processes=64)
+    assert result.status == status, (result.error, result.log[-1000:])
+    assert result.limits == kernel_kind
+    if named:
+        assert named in result.error and f"({kernel_kind})" in result.error, result.error
+    assert _groups_of_this_process() <= before   # nothing left behind
+
+
+def test_a_group_whose_owner_is_gone_is_swept(kernel_kind):
+    # a marker whose owner pid cannot be running: what a worker killed outright leaves
+    orphan, _ = cgroup.make(f"999999999.1.{uuid.uuid4().hex[:12]}", 64, 16)
+    mine, _ = cgroup.make(new_marker(), 64, 16)
+    try:
+        swept = cgroup.sweep()
+        assert set(orphan.dirs) <= set(swept) and not any(os.path.exists(d) for d in orphan.dirs)
+        assert all(os.path.isdir(d) for d in mine.dirs)
+    finally:
+        mine.remove()
+        orphan.remove()
+
+
+def test_without_a_cgroup_the_supervisor_counts_a_memfd_as_memory(tmp_path):
+    limits = Limits(memory_mb=200, processes=64, watch=(str(tmp_path),))
+    marker = new_marker()
+    proc = subprocess.run([sys.executable, "-m", "evo.supervise", marker, limits.text(), "--",
+                           sys.executable, "-c", MEMFD.format(mib=400)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, MARKER_VAR: marker})
+    assert proc.returncode == MEMORY_EXIT, proc.stderr
+    assert "memory limit exceeded" in proc.stderr and "MiB held" in proc.stderr, proc.stderr
+    assert json.loads(limits.text())["cgroup"] == []
