@@ -43,6 +43,7 @@ CLASSES = {
     "overspends": "gets round the budget",
     "escapes": "reaches secrets or outlives the evaluation",
     "reaches": "reaches Ray or the network",
+    "poisons": "breaks the run with what it reports",
 }
 TOKEN_BUDGET = ("--budget-tokens", "8192")
 EVAL_ARGS = ("--threads", "1", "--seed", "1")
