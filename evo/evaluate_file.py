@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from evo.config import EvalConfig
@@ -43,8 +43,9 @@ def _prepare_default(harness_file: Path, why: str, notify: Callable[[str], None]
 
 
 def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Callable[[str], None] | None = None,
-                  notify: Callable[[str], None] | None = None) -> dict:
-    """Evaluates the train.py at path and returns the result as a dict (with the dataset's fingerprint)."""
+                  notify: Callable[[str], None] | None = None, env: Mapping[str, str] | None = None) -> dict:
+    """Evaluates the train.py at path and returns the result as a dict (with the dataset's fingerprint). env: the
+    values of the variables config.env names (evo.environment.passed_values), for training and scoring."""
     harness_file = harness_path()
     harness = load_harness(harness_file)
     budget_seconds, budget_tokens, seed = config.budget_seconds, config.budget_tokens, config.seed
@@ -61,7 +62,7 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,
                           cache_root=harness.cache_dir(),
                           time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file),
-                          test=config.test)
+                          test=config.test, env=dict(env or {}))
     result = typed(evaluate(request, on_line=on_line).to_dict())  # never a NaN, an infinity or a field out of type
     result["fingerprint"] = fingerprint
     return result

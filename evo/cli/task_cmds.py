@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
 from evo.cli.flags import add_flags, values
 from evo.config import EvalConfig
+from evo.text import one_line, printable
 
 
 def prepare_args(p: argparse.ArgumentParser) -> None:
@@ -44,12 +46,15 @@ def eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args, argv) -> int:
+    from evo.environment import passed_values
     from evo.evaluate_file import evaluate_file
 
     config = EvalConfig(**values(args, EvalConfig))
-    echo = None if (args.json or args.quiet) else (lambda line: print(f"  | {line}", file=sys.stderr, flush=True))
+    passed = passed_values(config.env, os.environ)
+    echo = None if (args.json or args.quiet) else \
+        (lambda line: print(f"  | {printable(line)}", file=sys.stderr, flush=True))
     result = evaluate_file(args.file, config, on_line=echo,
-                           notify=None if args.json else lambda m: print(m, file=sys.stderr))
+                           notify=None if args.json else lambda m: print(printable(m), file=sys.stderr), env=passed)
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
@@ -60,10 +65,12 @@ def evaluate(args, argv) -> int:
 def result_lines(r: dict) -> list[str]:
     """autoresearch's summary block for an ok result; the status and its reason otherwise."""
     if r["status"] != "ok":
-        return [f"status:           {r['status']}", f"error:            {r['error']}"]
+        return [f"status:           {one_line(r['status'])}", f"error:            {one_line(r['error'])}"]
 
     def number(name: str, spec: str, scale: float = 1.0) -> str:
-        return "-" if r.get(name) is None else f"{r[name] / scale:{spec}}"   # a field the result lacks shows as -
+        if r.get(name) is None:
+            return "-"  # a field the result lacks
+        return f"{r[name] / scale if scale != 1.0 else r[name]:{spec}}"  # a count stays an int ('d')
 
     return [
         "status:           ok",
