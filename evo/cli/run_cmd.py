@@ -16,6 +16,7 @@ from evo.cli.flags import add_flags, given, values
 from evo.cli.live import LiveView
 from evo.config import RunConfig, parse_bounds
 from evo.run_status import RunStatus
+from evo.text import one_line
 
 
 # How long a stopping run may take to store its in-flight evaluations before the driver stops at once (seconds;
@@ -44,7 +45,7 @@ def run(args, argv) -> int:
         if (why := shield.unavailable()) is not None:
             print(f"note: training runs without the shield on this machine ({why}): --allow-unshielded", flush=True)
         for note in live.notes:
-            print(f"evo run: {note}", file=sys.stderr, flush=True)
+            print(one_line(f"evo run: {note}"), file=sys.stderr, flush=True)
         final = _watch(live, ready.config)
     return _report(final, ready.config)
 
@@ -94,7 +95,7 @@ def _watch(live, config: RunConfig) -> RunStatus:
                     continue
                 silent = False
                 for note in status.notes[said:]:
-                    print(f"evo run: {note}", file=sys.stderr, flush=True)
+                    print(one_line(f"evo run: {note}"), file=sys.stderr, flush=True)
                 said = len(status.notes)
                 view.update(status)
             except KeyboardInterrupt:
@@ -174,7 +175,7 @@ def _stop_at_once(what: str, config: RunConfig) -> None:
 
 def _report(final: RunStatus, config: RunConfig) -> int:
     if final.error:
-        print(f"evo run: error: {final.error}", file=sys.stderr)
+        print(one_line(f"evo run: error: {final.error}"), file=sys.stderr)
         return 1
     ev = final.evaluations
     print(f"run {final.run_id} {final.status}: {ev.search_done} search, {ev.confirm_done} confirm, "
