@@ -59,6 +59,11 @@ class Islands:
         """Forgets a child's island (it was placed, or failed); returns it."""
         return self.home.pop(child, 0)
 
+    def remove(self, id: str) -> None:
+        """Takes a member out of every island it is in (a disqualified one: evo.integrity)."""
+        self.home.pop(id, None)
+        self.members = [[m for m in island if m != id] for island in self.members]
+
     def place(self, child: str, rank: Rank) -> bool:
         """A child measured on the search seed competes for a place on its island (the worst leaves when it is
         full); every MIGRATE_EVERY children per island, each island's best is copied into the next. True when the

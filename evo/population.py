@@ -38,6 +38,7 @@ from typing import Any
 
 from evo.config import RunConfig
 from evo.errors import EvoError
+from evo.integrity import disqualification, violation
 from evo.islands import Islands
 from evo.results import score_problem, typed
 from evo.scoring import SCORED_PURPOSES, score
@@ -157,6 +158,7 @@ class SearchPolicy:
         self.parents: dict[str, tuple[str, ...]] = {}
         self.sources: dict[str, str] = {}                 # content hash -> the first individual with that source
         self.results: dict[str, list[tuple[int, float, str]]] = {}   # id -> [(seed, val_bpb, purpose)] ok only
+        self.disqualified: dict[str, str] = {}            # id -> why (evo.integrity): out of the population, unranked
         self.islands = Islands.of(config.islands, config.population)   # who is in the population, island by island
         self.ready: deque[str] = deque()                  # proposed children waiting for a worker
         self.confirm_queue: deque[Task] = deque()
@@ -206,7 +208,12 @@ class SearchPolicy:
         for ev in history.evaluations:
             if ev.status == "ok" and ev.purpose in SCORED_PURPOSES and score_problem(ev.val_bpb) is None:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
+            why = violation(ev.status, getattr(ev, "error", None))
+            if why is not None and ev.purpose in SCORED_PURPOSES:
+                self.disqualified.setdefault(ev.individual_id, disqualification(ev.purpose, ev.seed, why))
         self.islands.restore(state.get("islands"), list(history.population))
+        for id in self.disqualified:    # the store is the truth: one caught before its population was stored
+            self.islands.remove(id)
         if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
             self.phase = "search" if self.population else "noise"
         if self.phase in ("final", "finished") and not self._search_over():
@@ -333,7 +340,40 @@ class SearchPolicy:
                              f"{result.get('error') or 'no reason given'}")
         if task.purpose == "search":
             self._place(task.individual, ok, result)
+        why = violation(result["status"], result.get("error"))
+        if why is not None:
+            self._disqualify(task.individual, disqualification(task.purpose, task.seed, why))
         self._queue_confirmations()
+
+    def lost(self, task: Task) -> None:
+        """A finished task whose evaluation came back without a result of the child's own (its worker or node
+        died): counted as a failed evaluation and queued again, first. The executor decides which (a noise
+        evaluation of the seed, a bounded number of times), so that a run stops on the seed only for the seed."""
+        self.running.remove(task)
+        self.counters.noise_done += task.purpose == "noise"
+        self.counters.confirm_done += task.purpose == "confirm"
+        self.counters.failed += 1
+        self.confirm_queue.appendleft(task)
+
+    def _disqualify(self, id: str, reason: str) -> None:
+        """Caught once, out (evo.integrity): the individual leaves the population and every ranking, and its
+        queued confirmations are dropped; the first reason is kept."""
+        self.disqualified.setdefault(id, reason)
+        self.islands.remove(id)
+        self.confirm_queue = deque(t for t in self.confirm_queue if t.individual != id)
+
+    def tainted_by(self, id: str) -> str | None:
+        """The nearest disqualified ancestor of id (any parent, any depth), or None."""
+        frontier, seen = list(self.parents.get(id, ())), set()
+        while frontier:
+            node = frontier.pop(0)
+            if node in seen:
+                continue
+            if node in self.disqualified:
+                return node
+            seen.add(node)
+            frontier.extend(self.parents.get(node, ()))
+        return None
 
     def _place(self, child: str, ok: bool, result: Mapping[str, Any]) -> None:
         """A search result: the child joins the population, and the worst member leaves when it is full."""
@@ -384,11 +424,12 @@ class SearchPolicy:
         return queued
 
     def _queue_final_confirmation(self) -> bool:
-        """Before the run ends, the best must have its confirm evaluations; True when some were queued."""
-        best = self.best()
-        if best is None:
+        """Before the run ends, the leader (the best by score, a descendant of a disqualified member too) must have
+        its confirm evaluations; True when some were queued."""
+        members = self._members(self.population)
+        if not members:
             return False
-        return self._queue_confirm(best["id"], set())
+        return self._queue_confirm(min(members, key=lambda m: (m.score, m.id)).id, set())
 
     # -- proposals -------------------------------------------------------------------------------------------------
 
@@ -541,7 +582,7 @@ class SearchPolicy:
         members = []
         for id in ids:
             values = [v for _, v, _ in self.results.get(id, [])]
-            if not values:
+            if not values or id in self.disqualified:
                 continue
             std = statistics.stdev(values) if len(values) > 1 else None
             members.append(Member(id, score(statistics.fmean(values), std, len(values), self.noise_floor),
@@ -549,8 +590,10 @@ class SearchPolicy:
         return members
 
     def best(self) -> dict | None:
-        """The population member with the best noise-aware score: id, mean_bpb, std_bpb, n, n_confirm, score."""
-        members = self._members(self.population)
+        """The population member with the best noise-aware score: id, mean_bpb, std_bpb, n, n_confirm, score. A
+        descendant of a disqualified member is crowned only with an ok confirmation of its own."""
+        members = [m for m in self._members(self.population)
+                   if not self.tainted_by(m.id) or any(p == "confirm" for _, _, p in self.results[m.id])]
         if not members:
             return None
         m = min(members, key=lambda m: (m.score, m.id))

@@ -48,6 +48,7 @@ class Evaluation:
     val_bpb: float | None
     purpose: str
     status: str
+    error: str | None = None
 
 
 def bpb(id: str, seed: int) -> float:
@@ -74,7 +75,7 @@ class Executor:
 
     def store(self, task, result):
         self.evaluations.append(Evaluation(task.individual, task.seed, result.get("val_bpb"), task.purpose,
-                                           result["status"]))
+                                           result["status"], result.get("error")))
         ind = self.individual(task.individual)
         if ind.status == "proposed" and result["status"] != "interrupted":
             ind.status = "evaluated"
@@ -357,6 +358,85 @@ def test_a_run_interrupted_in_its_noise_phase_measures_the_seed_again():
     policy.interrupt()
     resumed = SearchPolicy(policy.config, SEED, history=run.history())
     assert resumed.phase == "noise" and resumed.next_task() == Task(SEED_ID, task.seed, "noise")
+
+
+CAUSALITY = {"status": "rejected", "error": "causality check failed: changing the tokens after position 7 of a row "
+                                            "moved the log-probabilities at or before it by 0.81 nats"}
+PROTOCOL = {"status": "crash", "error": "the training process broke the harness protocol: a request of 9 MiB"}
+DIVERGED = {"status": "rejected", "error": "non-finite val_bpb (inf): the model's loss overflowed"}
+
+
+def caught_on_confirmation(result: dict):
+    """A run whose first child beats the seed and is its best, until its confirmation comes back as result; its
+    descendants score best of all. Returns (policy, executor, the child)."""
+    policy = SearchPolicy(settings(elites=1, evaluations=6, selection="best"), SEED)
+    caught = {}
+
+    def outcome(t):
+        if t.individual == SEED_ID:
+            return {"status": "ok", "val_bpb": 3.2 + (t.seed % 3) * 0.01}
+        first = caught.setdefault("child", t.individual)
+        if t.individual == first and t.purpose == "confirm":
+            return result
+        line, node = [], t.individual          # its first parents, back to the seed
+        while policy.parents.get(node):
+            node = policy.parents[node][0]
+            line.append(node)
+        return {"status": "ok", "val_bpb": 3.0 if line == [SEED_ID] else 2.8 if first in line else 2.9}
+
+    run = Executor(policy, outcome)
+    while policy.counters.search_done < 1:
+        run.step()
+    child = caught["child"]
+    assert child in policy.population and policy.best()["id"] == child
+    run.step()                      # its confirmation: the elite is confirmed before the next child
+    assert run.tasks[-1] == Task(child, policy.fresh_seeds[0], "confirm")
+    return policy, run, child
+
+
+@pytest.mark.parametrize("result", [CAUSALITY, PROTOCOL], ids=["causality", "protocol"])
+def test_a_member_whose_confirmation_is_rejected_for_cheating_loses_its_place_and_its_rank(result):
+    policy, run, child = caught_on_confirmation(result)
+    assert child not in policy.population
+    assert child not in [m.id for m in policy._members(list(policy.parents))]      # no rank anywhere
+    assert policy.best()["id"] != child
+    assert policy.disqualified[child] == (f"disqualified: its confirm evaluation on seed {policy.fresh_seeds[0]} "
+                                          f"was rejected: {result['error']}")
+    run.run()
+    assert policy.phase == "finished" and policy.best()["id"] != child and child not in policy.population
+    assert [t for t in run.tasks if t.individual == child][-1].purpose == "confirm"   # never run again
+
+
+def test_an_honest_divergence_on_confirmation_is_a_failure_not_a_disqualification():
+    policy, run, child = caught_on_confirmation(DIVERGED)
+    assert child in policy.population and not policy.disqualified
+    assert policy.best()["id"] == child       # still ranked on its ok evaluation
+
+
+def test_a_descendant_of_a_disqualified_member_stays_but_is_crowned_only_after_its_own_confirmation():
+    policy, run, child = caught_on_confirmation(CAUSALITY)
+    descendant = None
+    while run.step():
+        searched = {t.individual for t in run.tasks if t.purpose == "search"}
+        confirmed = {t.individual for t in run.tasks if t.purpose == "confirm"}
+        for id in searched - confirmed:
+            if policy.tainted_by(id) == child and id in policy.population:
+                descendant = id
+                assert policy.best()["id"] != descendant      # the best score, but no confirmation of its own yet
+    assert descendant is not None, "no descendant of the disqualified member was placed"
+    assert policy.tainted_by(descendant) == child and descendant in policy.population
+    best = policy.best()
+    assert policy.tainted_by(best["id"]) == child and best["n_confirm"] >= 1   # crowned on its own confirmation
+
+
+def test_a_resumed_run_disqualifies_from_the_stored_evaluations():
+    policy, run, child = caught_on_confirmation(CAUSALITY)
+    # Stopped before the population was stored again: the stored population still holds the child.
+    stale = dataclasses.replace(run.history(), population=[*policy.population, child])
+    resumed = SearchPolicy(policy.config, SEED, lookahead=policy.lookahead, history=stale)
+    assert resumed.disqualified == policy.disqualified
+    assert resumed.population == policy.population and resumed.best() == policy.best()
+    assert list(resumed.confirm_queue) == list(policy.confirm_queue)
 
 
 def test_too_many_unusable_children_in_a_row_give_up():
