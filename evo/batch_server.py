@@ -59,6 +59,7 @@ class ServeSettings:
     vocab_size: int
     threads: int | None
     max_batches: int | None = None   # serve this many batches and no more, whatever the budget (a pre-flight)
+    max_payload: int = MAX_MODEL_BYTES  # bytes one handed-over payload (weights, graph) may take: the disk limit
 
 
 class BatchServer(threading.Thread):
@@ -239,7 +240,7 @@ class BatchServer(threading.Thread):
         return {"error": f"unknown request {op!r}"}, None
 
     def _receive(self, header: dict, path: Path) -> float:
-        n = payload_size(header, MAX_MODEL_BYTES)
+        n = payload_size(header, self.settings.max_payload)
         if n is None:
             raise ChannelError(f"a {header.get('op')} without its payload")
         with open(path, "wb") as out:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -168,7 +169,7 @@ def check_weights(archive: Archive, weights: Weights) -> None:
     """Every parameter and buffer of the archive must be, byte for byte, the tensor of that name in the weights
     handed over at the budget's end (so training after that point changes nothing the scorer runs), and its other
     tensors (lifted constants) may hold at most MAX_CONSTANT_BYTES in all."""
-    constants = 0
+    constants, used = 0, set()
     for entry in archive.inputs:
         if entry.kind == "user_input":
             continue
@@ -176,6 +177,7 @@ def check_weights(archive: Archive, weights: Weights) -> None:
         if entry.kind == "constant":
             constants += t.nbytes
             continue
+        used.add(t.name)
         w = weights.tensors.get(t.name)
         if w is None or (w.dtype, w.shape) != (t.dtype, t.shape) or \
                 weights.bytes_of(t.name) != archive.data[t.offset : t.offset + t.nbytes]:
@@ -184,6 +186,49 @@ def check_weights(archive: Archive, weights: Weights) -> None:
     if constants > MAX_CONSTANT_BYTES:
         raise ArchiveRefused(f"the graph's constants hold {constants:,} bytes; at most {MAX_CONSTANT_BYTES:,} may "
                              f"lie outside the model's parameters and buffers")
+    unused = sorted(set(weights.tensors) - used)
+    if unused:
+        held = sum(weights.tensors[name].nbytes for name in unused)
+        raise ArchiveRefused(f"the weights handed over hold {len(unused)} tensor{'s' if len(unused) > 1 else ''} "
+                             f"({held:,} bytes) that no input of the graph uses, such as {_q(unused[0])}")
+
+
+def read_payload(path, magic: bytes, what: str) -> bytes:
+    """A handed-over file (an archive or a weights file) as bytes for read_archive or read_weights, read only once
+    its header says how large it must be: a file larger or smaller than its header and tensors declare is
+    refused before the rest of it is read. A file whose framing or header is wrong is returned cut after what its
+    reader needs to say so."""
+    with open(path, "rb") as f:
+        on_disk = os.fstat(f.fileno()).st_size
+        start = len(magic) + 8
+        head = f.read(start)
+        if len(head) < start or not head.startswith(magic):
+            return head + f.read(4096)
+        size = int.from_bytes(head[len(magic):], "little")
+        if size > MAX_HEADER_BYTES:
+            return head
+        header = f.read(size)
+        declared = _declared_bytes(header)
+        if declared is None:
+            return head + header
+        declared += start + size
+        if on_disk != declared:
+            raise ArchiveRefused(f"the {what} handed over hold {on_disk:,} bytes; their header declares {declared:,}")
+        return head + header + f.read()
+
+
+def _declared_bytes(header: bytes) -> int | None:
+    """What the tensors of a header say they take, or None where the header is not what its reader accepts."""
+    try:
+        entries = _parse_json(header).get("tensors")
+    except (ArchiveRefused, AttributeError):
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return None
+    sizes = [e.get("nbytes") for e in entries]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+        return None
+    return sum(sizes)
 
 
 def _not_ours(data: bytes) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from evo.graph_archive import ArchiveRefused, check_weights, read_archive, read_weights
+from evo.graph_archive import (MAGIC, WEIGHTS_MAGIC, ArchiveRefused, check_weights, read_archive, read_payload,
+                               read_weights)
 from evo.results import NON_FINITE, score_problem
 from evo.task_files import load_harness
 
@@ -35,8 +36,8 @@ def score(spec: dict) -> dict:
     device = torch.device(spec.get("device") or "cpu")
     t0 = time.time()
     try:
-        archive = read_archive(Path(spec["model"]).read_bytes())
-        check_weights(archive, read_weights(Path(spec["weights"]).read_bytes()))
+        archive = read_archive(read_payload(spec["model"], MAGIC, "graph"))
+        check_weights(archive, read_weights(read_payload(spec["weights"], WEIGHTS_MAGIC, "weights")))
         model = archive.callable(device)
         result = {"status": "ok", **harness.evaluate_program(model, Path(spec["val_dir"]), device),
                   "num_params": archive.num_params()}

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from evo.graph_archive import MAGIC, ArchiveRefused, check_weights, read_archive, read_weights
+from evo.graph_archive import (MAGIC, WEIGHTS_MAGIC, ArchiveRefused, check_weights, read_archive, read_payload,
+                               read_weights)
 from evo.graph_export import ExportError, export_model, weights_snapshot
 from tests.support.asserts import one_line
 from tests.support.genomes import tiny_source
@@ -451,6 +452,45 @@ def test_weights_files_are_checked_like_archives(seed):
     for bad in (b"", b"EVOWEIGHT\x01" + (10**9).to_bytes(8, "little"), pickle.dumps({"w": 1}), data):
         with pytest.raises(ArchiveRefused):
             read_weights(bad)
+
+
+def _with_junk(snapshot: bytes, nbytes: int) -> bytes:
+    """A weights file holding one more tensor than the model: junk riding along with the weights."""
+    start = len(WEIGHTS_MAGIC) + 8
+    size = int.from_bytes(snapshot[len(WEIGHTS_MAGIC):start], "little")
+    header = json.loads(snapshot[start:start + size])
+    blob = snapshot[start + size:]
+    header["tensors"].append({"name": "junk", "dtype": "uint8", "shape": [nbytes], "offset": len(blob),
+                              "nbytes": nbytes})
+    raw = json.dumps(header).encode()
+    return WEIGHTS_MAGIC + len(raw).to_bytes(8, "little") + raw + blob + bytes(nbytes)
+
+
+def test_weights_that_no_graph_input_uses_are_refused(seed):
+    model, x, _ = seed
+    archive = read_archive(export_model(model, x))
+    check_weights(archive, read_weights(weights_snapshot(model)))   # every tensor handed over is used
+    with pytest.raises(ArchiveRefused, match="1 tensor .* that no input of the graph uses, such as 'junk'"):
+        check_weights(archive, read_weights(_with_junk(weights_snapshot(model), 4096)))
+
+
+def test_a_payload_is_read_only_when_its_size_is_what_its_header_declares(seed, tmp_path):
+    model, _, data = seed
+    path = tmp_path / "model.evograph"
+    path.write_bytes(data)
+    assert read_payload(path, MAGIC, "graph") == data
+    snapshot = weights_snapshot(model)
+    path.write_bytes(snapshot)
+    assert read_payload(path, WEIGHTS_MAGIC, "weights") == snapshot
+    with open(path, "ab") as f:          # 64 MiB past what the header declares: refused from the header alone
+        f.truncate(len(snapshot) + 64 * 2**20)
+    with pytest.raises(ArchiveRefused, match=f"hold {len(snapshot) + 64 * 2**20:,} bytes; their header declares "
+                                             f"{len(snapshot):,}"):
+        read_payload(path, WEIGHTS_MAGIC, "weights")
+    path.write_bytes(b"PK\x03\x04" + bytes(2**20))   # not ours: cut, so its reader can say what it is
+    assert len(read_payload(path, MAGIC, "graph")) <= 4096 + len(MAGIC) + 8
+    with pytest.raises(ArchiveRefused, match="zip"):
+        read_archive(read_payload(path, MAGIC, "graph"))
 
 
 class BigConstant(torch.nn.Module):
