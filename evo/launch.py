@@ -22,9 +22,9 @@ from pathlib import Path
 
 from evo import shield
 from evo.config import RunConfig, read_text_file
+from evo.environment import is_secret
 from evo.errors import ConfigError, StoreError
 from evo.run_status import RunStatus
-from evo.sandbox import is_secret
 
 
 @dataclass

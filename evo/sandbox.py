@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +36,7 @@ from evo import shield
 from evo.batch_server import (HANDOVER_ALLOWANCE, STARTUP_ALLOWANCE, BatchServer, ServeSettings, open_channel,
                               vocab_from_tokenizer)
 from evo.channel import CHANNEL_VAR
+from evo.environment import clean_environment
 from evo.errors import ConfigError
 from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.results import reported_fields, typed
@@ -49,7 +49,6 @@ EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
 SCORED_FIELDS = ("status", "val_bpb", "test_bpb", "error", "eval_seconds", "num_params")  # what the scorer sends
 MODEL_FILE = "model.evograph"
 WEIGHTS_FILE = "weights.evo"
-_SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)|^ANTHROPIC_", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class EvalRequest:
     batches: int | None = None    # serve at most this many batches, whatever their size (the pre-flight: 1)
     require_shield: bool = False  # True: where the shield cannot run, fail instead of training unshielded
     cache_root: Path | None = None  # the harness's cache_dir() (data, bundles), covered from the training process
-    env: Mapping[str, str] = field(default_factory=dict)  # extra variables (CUDA_VISIBLE_DEVICES, ...)
+    env: Mapping[str, str] = field(default_factory=dict)  # beyond the allow-list: the GPU, --env variables
 
 
 @dataclass
@@ -129,20 +128,6 @@ class EvalResult:
         if not with_log:
             d.pop("log")
         return d
-
-
-def is_secret(name: str) -> bool:
-    """Whether an environment variable looks like a credential (API keys, tokens, passwords, ANTHROPIC_*)."""
-    return bool(_SECRET.search(name))
-
-
-def clean_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment a child gets: the parent's, less anything that looks like a secret or evo's own settings."""
-    env = {k: v for k, v in base.items() if not is_secret(k) and not k.startswith("EVO_")}
-    env.update(extra)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class _Capture(threading.Thread):
