@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from evo.config import RunConfig
 from evo.errors import EvoError
 from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
-from evo.results import typed
+from evo.results import score_problem, typed
 from evo.run_status import EvaluationCounts, RunStatus
 from evo.scoring import TEST_PURPOSES
 from evo.workers import Finished, WorkerPool
@@ -206,7 +206,7 @@ class Engine:
             return None
 
     def _note_test(self, individual: str, test_bpb: float | None) -> None:
-        if test_bpb is not None:
+        if test_bpb is not None and score_problem(test_bpb) is None:   # a store may hold a NaN from an older evo
             self.test_bpb.setdefault(individual, []).append(test_bpb)
 
     # -- status ------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from evo.errors import StoreError
+from evo.results import score_problem
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.query import run_query
 from evo.run_status import EvaluationCounts, RunStatus
@@ -262,7 +263,7 @@ class StoreReader:
         """seed -> val_bpb of an individual's ok evaluations that count towards its fitness."""
         marks = ", ".join("?" for _ in SCORED_PURPOSES)
         _, rows = self._select(f"SELECT seed, val_bpb FROM evaluations WHERE run_id = ? AND individual_id = ? "
-                               f"AND status = 'ok' AND purpose IN ({marks}) ORDER BY id",
+                               f"AND status = 'ok' AND isfinite(val_bpb) AND purpose IN ({marks}) ORDER BY id",
                                [run_id, individual_id, *SCORED_PURPOSES])
         return {int(seed): value for seed, value in rows}
 
@@ -292,7 +293,7 @@ class StoreReader:
         if fitness:
             f = min(fitness, key=lambda f: (f.score, f.individual_id))
             tests = [e.test_bpb for e in evaluations
-                     if e.individual_id == f.individual_id and e.status == "ok" and e.test_bpb is not None]
+                     if e.individual_id == f.individual_id and e.status == "ok" and score_problem(e.test_bpb) is None]
             best = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,
                     "n_confirm": f.n_confirm, "score": f.score,
                     "test_bpb": sum(tests) / len(tests) if tests else None}

@@ -5,6 +5,7 @@ through DuckDB itself, as an older or buggy evo could have left them)."""
 
 import json
 import os
+import re
 
 import duckdb
 import pytest
@@ -69,13 +70,13 @@ def test_a_run_fed_poisoned_children_finishes_and_resumes_over_poisoned_records(
         with duckdb.connect(str(cwd / "evo.duckdb")) as conn:
             run_id, search_seed = conn.execute(
                 "SELECT run_id, seed FROM evaluations WHERE purpose = 'search' LIMIT 1").fetchone()
-            rows = [(seed_id, "noise", 12345, "nan", "inf", ESCAPES),
-                    (content_hash(poisoned[0].source), "search", search_seed, "inf", "427.0", "cpu"),
-                    (content_hash(poisoned[1].source), "search", search_seed, "3.15", "inf", ESCAPES * 1000)]
+            rows = [(seed_id, "noise", 12345, "nan", "inf", "inf", ESCAPES),
+                    (content_hash(poisoned[0].source), "search", search_seed, "inf", None, "427.0", "cpu"),
+                    (content_hash(poisoned[1].source), "search", search_seed, "3.15", None, "inf", ESCAPES * 1000)]
             for row in rows:
                 conn.execute("INSERT INTO evaluations (run_id, individual_id, purpose, seed, status, val_bpb, "
-                             "peak_memory_mb, device, finished_at) VALUES (?, ?, ?, ?, 'ok', ?::DOUBLE, ?::DOUBLE, "
-                             "?, now())", [run_id, *row])
+                             "test_bpb, peak_memory_mb, device, finished_at) VALUES (?, ?, ?, ?, 'ok', ?::DOUBLE, "
+                             "?::DOUBLE, ?::DOUBLE, ?, now())", [run_id, *row])
 
         resumed = evo(evo_bin, cwd, "run", "--resume", "--evaluations", "3", env=env)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -87,4 +88,7 @@ def test_a_run_fed_poisoned_children_finishes_and_resumes_over_poisoned_records(
     assert sql(evo_bin, cwd, "SELECT status FROM runs") == [{"status": "finished"}]
     fitness = sql(evo_bin, cwd, "SELECT individual_id, mean_bpb, score FROM fitness")
     assert fitness and all(0 < f["mean_bpb"] < 10 and 0 < f["score"] < 10 for f in fitness), fitness
-    assert "Infinity" not in resumed.stdout and "NaN" not in resumed.stdout
+    status = evo(evo_bin, cwd, "status", timeout=120)
+    assert status.returncode == 0, status.stderr
+    for out in (resumed.stdout, status.stdout):
+        assert not re.search(r"(?i)\b(nan|inf|infinity)\b", out), out
