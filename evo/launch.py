@@ -22,7 +22,7 @@ from pathlib import Path
 
 from evo import shield
 from evo.config import RunConfig, read_text_file
-from evo.environment import is_secret
+from evo.environment import is_secret, passed_values
 from evo.errors import ConfigError, StoreError
 from evo.run_status import RunStatus
 
@@ -39,6 +39,7 @@ class Launch:
     llm_settings: object | None
     resume_run_id: str | None
     stored_state: dict | None = None    # the resumed run's saved state (its workers, threads and conditions)
+    passed_env: dict | None = None      # the values of the variables config.env names (--env), read here
 
 
 # Ray's own credentials for joining a cluster that requires a token: the driver needs them to connect, and the
@@ -101,6 +102,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
             llm_settings = settings
         else:
             notify(UNAVAILABLE)
+    passed_env = passed_values(config.env, os.environ)  # before the scrub: a named variable goes whatever its name
     _scrub_secrets()
 
     harness = harness_path()
@@ -113,7 +115,8 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
-    return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state)
+    return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state,
+                  passed_env)
 
 
 def _check_bounds(bounds: dict, seed_source: str) -> None:
@@ -275,7 +278,8 @@ def start(launch: Launch) -> Iterator[LiveRun]:
             name=name, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(
             config, seed_source=launch.seed_source, program=launch.program, bundle_ref=ray.put(launch.bundle),
             cache_root=launch.cache_root, placement=where, llm_settings=launch.llm_settings,
-            resume_run_id=launch.resume_run_id, environment=environment, driver_pid=os.getpid())
+            resume_run_id=launch.resume_run_id, environment=environment, driver_pid=os.getpid(),
+            passed_env=launch.passed_env)
         try:
             run_id = ray.get(actor.run_id_.remote())
         except ray.exceptions.RayActorError as e:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.config import ReplayConfig
+from evo.environment import passed_values
 from evo.errors import StoreError
 from evo.store import LiveReader, open_view
+from evo.supervise import Limits
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -128,9 +130,10 @@ def plan(store, run_id: str, id: str, config: ReplayConfig) -> tuple[Replay, dic
 
 
 def run_replay(db: str, run: str | None, id: str, config: ReplayConfig,
-               say: Callable[[str], None] = lambda line: None) -> Replay:
+               say: Callable[[str], None] = lambda line: None, environ: Mapping[str, str] | None = None) -> Replay:
     """Replays the path from the seed to id (and its ablations, with config.ablate); say gets a line per
-    evaluation. Returns what was evaluated, for the report."""
+    evaluation. environ holds the values of the variables the run passed to its evaluations (its --env names).
+    Returns what was evaluated, for the report."""
     from genome import content_hash
 
     if not Path(db).exists():
@@ -143,13 +146,14 @@ def run_replay(db: str, run: str | None, id: str, config: ReplayConfig,
         actor = store.actor if isinstance(store, LiveReader) else None
     if not state.get("dataset"):
         raise StoreError(f"run {run_id} did not record its dataset; it cannot be replayed")
+    passed = passed_values(run_config.get("env") or (), environ or {})
     say(f"replaying run {run_id}: {len(replay.path)} individual(s) from the seed to {replay.individual}"
         + (f", {sum(1 for a in replay.ablations if a[2])} ablation(s)" if config.ablate else ""))
-    _execute(db, actor, replay, existing, state, run_config, config, say)
+    _execute(db, actor, replay, existing, state, run_config, config, say, passed)
     return replay
 
 
-def _execute(db, actor, replay: Replay, existing, state, run_config, config: ReplayConfig, say) -> None:
+def _execute(db, actor, replay: Replay, existing, state, run_config, config: ReplayConfig, say, passed: dict) -> None:
     import ray
 
     from evo.cluster import placement, start_ray
@@ -183,10 +187,11 @@ def _execute(db, actor, replay: Replay, existing, state, run_config, config: Rep
         bundle = ray.put(bundle_task([harness, *fixed_files(harness)], dataset))
 
         def start(count: int, prefix: str) -> list:
-            # The run's own thread count, so that --same-seeds reproduces its numbers exactly.
+            # The run's own thread count, so that --same-seeds reproduces its numbers exactly, and its limits.
             return start_workers(bundle, count, use_gpus=where["use_gpus"], cpus_per_worker=where["cpus_per_worker"],
-                                 threads=state.get("threads"), memory_mb=0,
-                                 cache_root=str(load_harness(harness).cache_dir()), name_prefix=prefix)
+                                 threads=state.get("threads"), memory_mb=run_config.get("memory_mb") or 0,
+                                 disk_mb=run_config.get("disk_mb", Limits.disk_mb),
+                                 cache_root=str(load_harness(harness).cache_dir()), name_prefix=prefix, env=passed)
 
         pool = WorkerPool(start(where["count"], "replay"), lambda i: start(1, f"replay-{i}")[0],
                           budget_seconds=run_config.get("budget_seconds"),

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 class RunActor:
     def __init__(self, config: RunConfig, *, seed_source: str, program: str, bundle_ref, cache_root: str,
                  placement: dict, llm_settings=None, resume_run_id: str | None = None,
-                 environment: dict | None = None, driver_pid: int | None = None):
+                 environment: dict | None = None, driver_pid: int | None = None, passed_env: dict | None = None):
+        """passed_env: the values of the variables config.env names, read where `evo run` started; they go to
+        the workers and never into the store (the config keeps only their names)."""
         self.error: str | None = None
+        self._passed_env = dict(passed_env or {})
         self.config = config
         context = ray.get_runtime_context()
         self.lock = acquire_lock(config.db, {"ray_address": context.gcs_address, "namespace": NAMESPACE,
@@ -60,8 +63,10 @@ class RunActor:
     def _start_worker(self, index: int):
         p = self._placement
         return start_workers(self._bundle_ref, 1, use_gpus=p["use_gpus"], cpus_per_worker=p["cpus_per_worker"],
-                             threads=p["threads"], memory_mb=self.config.memory_mb, cache_root=self._cache_root,
-                             name_prefix=f"worker-{index}", require_shield=not self.config.allow_unshielded)[0]
+                             threads=p["threads"], memory_mb=self.config.memory_mb, disk_mb=self.config.disk_mb,
+                             cache_root=self._cache_root,
+                             name_prefix=f"worker-{index}", require_shield=not self.config.allow_unshielded,
+                             env=self._passed_env)[0]
 
     def run_id_(self) -> str:
         return self.run_id

@@ -91,7 +91,7 @@ class Worker:
     """Evaluates children one at a time. The GPU it holds (if any) is the only one its subprocesses see."""
 
     def __init__(self, name: str, bundle: TaskBundle, cache_root: str, threads: int | None, memory_mb: float,
-                 require_shield: bool = False):
+                 require_shield: bool = False, env: dict | None = None):
         self.name = name
         self.require_shield = require_shield
         self.threads = threads
@@ -99,7 +99,8 @@ class Worker:
         self.bundle, self.cache_root = bundle, Path(cache_root)
         self.harness, self.fixed, self.dataset, self.repaired = materialize(bundle, self.cache_root)
         gpus = ray.get_gpu_ids()
-        self.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {}
+        # the variables the run passes (--env), then the GPU this worker holds
+        self.env = {**(env or {}), **({"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)} if gpus else {})}
         self.node = socket.gethostname()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.conditions = {**conditions.machine(threads, self.env.get("CUDA_VISIBLE_DEVICES")),
@@ -137,12 +138,14 @@ class Worker:
 
 
 def start_workers(bundle_ref, count: int, *, use_gpus: bool, cpus_per_worker: float, threads: int | None,
-                  memory_mb: float, cache_root: str, name_prefix: str = "worker", require_shield: bool = False) -> list:
+                  memory_mb: float, cache_root: str, name_prefix: str = "worker", require_shield: bool = False,
+                  env: dict | None = None) -> list:
     """Starts count worker actors: one GPU each when use_gpus, else cpus_per_worker CPUs each. With
-    require_shield, a worker on a node where training cannot be shielded fails each evaluation instead."""
+    require_shield, a worker on a node where training cannot be shielded fails each evaluation instead. env: the
+    variables named with --env and their values, for every evaluation's training and scoring."""
     options = {"num_gpus": 1, "num_cpus": 0} if use_gpus else {"num_cpus": cpus_per_worker}
     return [Worker.options(**options).remote(f"{name_prefix}-{i}", bundle_ref, cache_root, threads, memory_mb,
-                                             require_shield)
+                                             require_shield, dict(env or {}))
             for i in range(count)]
 
 

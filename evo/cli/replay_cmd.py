@@ -4,10 +4,12 @@ each step's paired gain with its 95% interval."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from evo.cli.flags import add_flags, values
 from evo.config import ReplayConfig
+from evo.text import printable
 
 
 def replay_args(p: argparse.ArgumentParser) -> None:
@@ -21,8 +23,9 @@ def replay(args, argv) -> int:
     from evo.replay import run_replay
 
     config = ReplayConfig(**values(args, ReplayConfig))
-    done = run_replay(args.db, args.run, args.id, config, say=lambda line: print(line, file=sys.stderr, flush=True))
-    print("\n".join(report_lines(done, config)))
+    done = run_replay(args.db, args.run, args.id, config, environ=os.environ,
+                      say=lambda line: print(printable(line), file=sys.stderr, flush=True))
+    print(printable("\n".join(report_lines(done, config))))
     return 0
 
 
