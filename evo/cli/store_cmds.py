@@ -11,6 +11,7 @@ from pathlib import Path
 from evo.cli.live import summary_lines
 from evo.cli.tables import format_rows
 from evo.errors import ConfigError, StoreError
+from evo.text import one_line, printable
 
 
 def _store_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
@@ -68,25 +69,30 @@ def _bpb(step) -> str:
     return f"{step.mean_bpb:.4f}{spread} (n={step.n})"
 
 
+def _line(text: str) -> None:
+    """One line of `evo lineage`: what a child or an operator wrote in it (a description, a reason) is escaped."""
+    print(one_line(text))
+
+
 def lineage(args, argv) -> int:
     from genome import unified_diff
 
     with _view(args.db) as store:
         run_id = store.run(args.run).run_id
         path = store.lineage(run_id, store.resolve(run_id, args.id), with_source=args.diff)
-    print(f"run {run_id}: {len(path) - 1} step(s) from the seed to {path[-1].id}")
-    print(f"  seed {path[0].id}  val_bpb {_bpb(path[0])}")
+    _line(f"run {run_id}: {len(path) - 1} step(s) from the seed to {path[-1].id}")
+    _line(f"  seed {path[0].id}  val_bpb {_bpb(path[0])}")
     for before, after in zip(path, path[1:]):
         delta = ""
         if before.mean_bpb is not None and after.mean_bpb is not None:
             delta = f"  ({after.mean_bpb - before.mean_bpb:+.4f})"
         second = f" + {after.second_parent}" if after.second_parent else ""
-        print(f"  {after.operator:<16} {after.id}{second}  {_bpb(before)} -> {_bpb(after)}{delta}")
-        print(f"      {after.description or '(no description)'}")
+        _line(f"  {after.operator:<16} {after.id}{second}  {_bpb(before)} -> {_bpb(after)}{delta}")
+        _line(f"      {after.description or '(no description)'}")
         if args.diff:
             diff = unified_diff(before.source or "", after.source or "", a_name=f"a/{before.id}/train.py",
                                 b_name=f"b/{after.id}/train.py")
-            print("\n".join("      " + line for line in diff.splitlines()))
+            print(printable("\n".join("      " + line for line in diff.splitlines())))
     return 0
 
 
@@ -113,6 +119,7 @@ def show(args, argv) -> int:
                 raise ConfigError(f"{id} is a seed: it has no parent to diff against")
             text = unified_diff(store.source_of(run_id, parents[0]), text, a_name=f"a/{parents[0]}/train.py",
                                 b_name=f"b/{id}/train.py")
+    text = printable(text)  # a source an operator wrote may hold what a terminal acts on; `evo export` keeps it
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0
 
@@ -149,7 +156,7 @@ def logs(args, argv) -> int:
         if not text:
             e = next(iter(store.query(f"SELECT status, error FROM evaluations WHERE id = {int(args.evaluation_id)}")[1]))
             text = f"(no output captured; status {e[0]}{': ' + e[1] if e[1] else ''})"
-    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.write(printable(text.rstrip("\n")) + "\n")
     return 0
 
 

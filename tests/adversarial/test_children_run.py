@@ -43,7 +43,7 @@ def test_a_search_fed_adversarial_children_crowns_none_of_them(evo_bin, tmp_path
             env = {**eval_env(canary, secrets.token_hex(8)), "ANTHROPIC_BASE_URL": server.url}
             proc = evo(evo_bin, cwd, "run", "--population", "4", "--evaluations", str(len(proposals)),
                        "--budget-tokens", "8192", "--workers", "2", "--operators", "llm.mutate", "--no-preflight",
-                       "--noise-seeds", "2", "--confirm-seeds", "1", "--quiet", env=env)
+                       "--noise-seeds", "2", "--confirm-seeds", "1", "--env", "ADVERSARIAL_ARM", "--quiet", env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert canary not in proc.stdout + proc.stderr
         changes = around.changes()
