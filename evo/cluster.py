@@ -1,7 +1,8 @@
 """Ray for evo: starting or joining a cluster, sizing the workers, and reaching the driver of a live run.
 
-    start_ray(address)      joins --address with that cluster's own authentication (RAY_AUTH_MODE, RAY_AUTH_TOKEN
-                            as for any Ray client), or starts a local instance with authentication off
+    start_ray(address)      joins --address (else RAY_ADDRESS) with that cluster's own authentication (RAY_AUTH_MODE,
+                            RAY_AUTH_TOKEN as for any Ray client), saying so in one line; without either, starts a
+                            local Ray instance of the run's own, with authentication off
     placement(workers)      how many workers, and what each holds (one GPU, or a share of the CPUs)
 """
 
@@ -17,40 +18,58 @@ from evo.errors import ConfigError
 NAMESPACE = "evo"
 
 
-def check_reachable(address: str) -> None:
-    """One line, quickly, instead of Ray's long retries when --address points nowhere."""
+def check_reachable(address: str, asked: str = "--address") -> None:
+    """One line, quickly, instead of Ray's long retries when --address (or RAY_ADDRESS: asked) points nowhere."""
     if address in ("auto", "local"):
         return
     match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
     if not match:
-        raise ConfigError(f"--address must be HOST:PORT (a Ray head's GCS address); got {address!r}")
+        raise ConfigError(f"{asked} must be HOST:PORT (a Ray head's GCS address); got {address!r}")
     host, port = match.group(1), int(match.group(2))
     try:
         with socket.create_connection((host, port), timeout=5):
             pass
     except OSError as e:
-        raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
+        raise ConfigError(f"{asked} {address}: cannot reach a Ray cluster there ({e.strerror or e})") from None
 
 
-def start_ray(address: str | None) -> None:
-    """Joins the cluster at address, or starts a local Ray instance when address is None."""
+def cluster_address(address: str | None) -> tuple[str | None, str]:
+    """The cluster to join and who asked for it: --address, else the RAY_ADDRESS environment variable (Ray's own way
+    of naming one); (None, "") for a Ray instance of the run's own. Never the cluster last started on the machine
+    (Ray's default for ray.init() without an address): a run must not end because another cluster did."""
+    if address:
+        return address, "--address"
+    from_env = os.environ.get("RAY_ADDRESS", "").strip()
+    if from_env and from_env != "local":
+        return from_env, "RAY_ADDRESS"
+    return None, ""
+
+
+def start_ray(address: str | None) -> str | None:
+    """Joins the cluster at address (or RAY_ADDRESS's), or starts a local Ray instance of its own. Returns the line
+    saying which cluster it joined, None for its own instance."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address, asked = cluster_address(address)
     if address:
-        check_reachable(address)
+        check_reachable(address, asked)
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as e:  # Ray's message for a refused token is long; the fix is one line
             text = str(e)
             if "auth" in text.lower() or "token" in text.lower() or "Unauthenticated" in text:
-                raise ConfigError(f"--address {address}: the cluster refused this client's authentication; set "
+                raise ConfigError(f"{asked} {address}: the cluster refused this client's authentication; set "
                                   f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as for any Ray "
                                   f"client of that cluster") from None
             raise
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        unset = "; unset RAY_ADDRESS for a Ray instance of the run's own" if asked == "RAY_ADDRESS" else ""
+        return f"joined the Ray cluster at {address} ({asked}){unset}"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # "local": a new instance even where another is running (ray.init() alone would join the one last started)
+    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
+    return None
 
 
 def nodes() -> list[dict]:

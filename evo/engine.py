@@ -8,8 +8,11 @@ wait for the whole batch to be stored; finished proposals are stored and handed 
 through its phases; new proposals start (the LLM ones in threads, so they overlap with training; the offline ones
 are made here, until PROPOSING_SLICE seconds are up or an evaluation finishes, so a finished evaluation never
 waits behind a long batch of them); every free worker gets the next task.
-A worker that dies costs its evaluation (stored as a crash) and is replaced; a stopped run stores its in-flight
-evaluations as interrupted, and their children stay proposed for --resume.
+A worker that dies costs its evaluation (stored as a crash) and is replaced; a noise evaluation of the seed lost
+so (its worker or node died, not the seed) is run again, up to SEED_RETRIES times, with a line saying so, so a run
+stops on the seed only when the seed itself fails. A stopped run stores its in-flight evaluations as interrupted,
+and their children stay proposed for --resume. An individual the policy disqualifies (evo.integrity) is stored as
+`rejected` with its reason, "disqualified: ..." (on --resume too, where the run stopped before it was).
 
 The engine is the store's only writer.
 """
@@ -24,6 +27,7 @@ from datetime import datetime, timezone
 
 from evo.config import RunConfig
 from evo.errors import EvoError
+from evo.integrity import DISQUALIFIED
 from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
 from evo.results import score_problem, typed
 from evo.run_status import EvaluationCounts, RunStatus
@@ -33,6 +37,7 @@ from evo.workers import Finished, WorkerPool
 log = logging.getLogger(__name__)
 
 PROPOSING_SLICE = 0.05   # seconds of proposing per pass of the loop while the policy wants more children
+SEED_RETRIES = 2         # more tries for a noise evaluation of the seed lost to a dead worker or node
 
 
 class Engine:
@@ -49,6 +54,7 @@ class Engine:
         self.program = program
         self.llm = llm_client
         self.stopping = False
+        self.seed_retries = 0
         self.busy_seconds = 0.0
         self.test_bpb: dict[str, list[float]] = {}   # individual -> its test_bpb values; reported, never selected on
         self.proposing: list[tuple[Proposal, Future]] = []
@@ -64,6 +70,10 @@ class Engine:
                 history = History(state, store.individuals(run_id, with_source=True), evaluations,
                                   store.population(run_id))
                 self.policy = SearchPolicy(config, seed_source, history=history, **options)
+                stored = {i.id: i for i in history.individuals}
+                for id, reason in self.policy.disqualified.items():
+                    if stored[id].status != "rejected" or not (stored[id].reason or "").startswith(DISQUALIFIED):
+                        store.set_status(run_id, id, "rejected", reason)
             else:
                 self.policy = SearchPolicy(config, seed_source, **options)
                 store.add_individual(run_id, source=seed_source, operator="seed", description="the seed train.py")
@@ -126,18 +136,31 @@ class Engine:
         def utc(t):
             return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None) if t else None
 
+        retry = done.lost and task.purpose == "noise" and self.seed_retries < SEED_RETRIES
+        if retry:
+            self.seed_retries += 1
+            result = {**result, "error": f"{result.get('error')}; run again ({self.seed_retries} of "
+                                         f"{SEED_RETRIES} more tries)"}
         self.store.add_evaluation(self.run_id, task.individual, result, purpose=task.purpose,
                                   worker=result.get("worker"), started_at=utc(result.get("started_at", done.started)),
                                   finished_at=utc(result.get("finished_at")))
         self._note_test(task.individual, result.get("test_bpb") if result.get("status") == "ok" else None)
         population = list(self.policy.population)
-        try:
-            self.policy.report(task, result)
-        except SeedFailed:
-            self.store.finish_run(self.run_id, "failed")
-            self.stopping = True
-            raise
+        caught = dict(self.policy.disqualified)
+        if retry:
+            self.pool.notes.append(f"the seed's evaluation on seed {task.seed} was lost ({result['error']})")
+            self.policy.lost(task)
+        else:
+            try:
+                self.policy.report(task, result)
+            except SeedFailed:
+                self.store.finish_run(self.run_id, "failed")
+                self.stopping = True
+                raise
         self._dispatch()  # the free workers' next tasks go out before the bookkeeping below
+        for id, reason in self.policy.disqualified.items():
+            if id not in caught:
+                self.store.set_status(self.run_id, id, "rejected", reason)
         if self.policy.population != population:
             self.store.set_population(self.run_id, self.policy.population)
         self._save()

@@ -241,7 +241,8 @@ def _died(run_id: str, error: str) -> RunStatus:
 
 @contextmanager
 def start(launch: Launch) -> Iterator[LiveRun]:
-    """Starts (or joins) Ray and the run actor; shuts Ray down on the way out."""
+    """Starts Ray (an instance of the run's own; a cluster only when --address or RAY_ADDRESS names one, said in
+    the first note) and the run actor; shuts Ray down on the way out."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -249,7 +250,7 @@ def start(launch: Launch) -> Iterator[LiveRun]:
     from evo.run_actor import RunActor
 
     config = launch.config
-    start_ray(config.address)
+    joined = start_ray(config.address)
     try:
         stored = launch.stored_state or {}
         where = placement(config.workers, threads=stored.get("threads") if launch.resume_run_id else None)
@@ -259,7 +260,8 @@ def start(launch: Launch) -> Iterator[LiveRun]:
                                   f"largest node has {where['largest']}): pass --accept-changes to go on with fewer "
                                   f"threads (the store records the change)")
             where = placement(config.workers)
-        notes = _check_placement(where)
+        notes = [joined] if joined else []
+        notes += _check_placement(where)
         where["dataset"] = launch.bundle.dataset_key
         environment = {"changes": list(stored.get("changes", []))}
         if stored.get("conditions"):

@@ -152,13 +152,15 @@ def start_workers(bundle_ref, count: int, *, use_gpus: bool, cpus_per_worker: fl
 @dataclass
 class Finished:
     """An evaluation that came back: the caller's task, the evaluation record, the worker's index, when it was
-    handed out (time.time()) and how long it took."""
+    handed out (time.time()) and how long it took; lost when Ray returned no result of the evaluation's own (its
+    worker or node died)."""
 
     task: Any
     result: dict
     worker: int
     started: float
     seconds: float
+    lost: bool = False
 
 
 @dataclass
@@ -278,8 +280,10 @@ class WorkerPool:
         finished = []
         for ref in done:
             job = self.running.pop(ref)
+            lost = True
             try:
                 result = ray.get(ref)
+                lost = False
             except ray.exceptions.RayActorError as e:
                 result = self._no_result(job, "crash", f"worker died during the evaluation: {str(e).splitlines()[0]}")
                 self.workers[job.worker] = self.make_worker(job.worker)
@@ -288,7 +292,7 @@ class WorkerPool:
             except ray.exceptions.RayError as e:
                 result = self._no_result(job, "crash", f"evaluation failed in Ray: {str(e).splitlines()[0]}")
             self.free.add(job.worker)
-            finished.append(Finished(job.task, result, job.worker, job.started, time.time() - job.started))
+            finished.append(Finished(job.task, result, job.worker, job.started, time.time() - job.started, lost))
         return finished
 
     def interrupt(self) -> list[Finished]:

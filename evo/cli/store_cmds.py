@@ -69,6 +69,11 @@ def _bpb(step) -> str:
     return f"{step.mean_bpb:.4f}{spread} (n={step.n})"
 
 
+def _why(step) -> str:
+    """Why a step left the search (disqualified, rejected), said after it; nothing for one that did not."""
+    return f"  [{step.status}: {step.reason}]" if step.status == "rejected" and step.reason else ""
+
+
 def _line(text: str) -> None:
     """One line of `evo lineage`: what a child or an operator wrote in it (a description, a reason) is escaped."""
     print(one_line(text))
@@ -80,15 +85,18 @@ def lineage(args, argv) -> int:
     with _view(args.db) as store:
         run_id = store.run(args.run).run_id
         path = store.lineage(run_id, store.resolve(run_id, args.id), with_source=args.diff)
+        tainted = store.disqualified_ancestor(run_id, path[-1].id)
     _line(f"run {run_id}: {len(path) - 1} step(s) from the seed to {path[-1].id}")
-    _line(f"  seed {path[0].id}  val_bpb {_bpb(path[0])}")
+    if tainted:
+        _line(f"  descends from {tainted[0]}, {tainted[1]}")
+    _line(f"  seed {path[0].id}  val_bpb {_bpb(path[0])}{_why(path[0])}")
     for before, after in zip(path, path[1:]):
         delta = ""
         if before.mean_bpb is not None and after.mean_bpb is not None:
             delta = f"  ({after.mean_bpb - before.mean_bpb:+.4f})"
         second = f" + {after.second_parent}" if after.second_parent else ""
         _line(f"  {after.operator:<16} {after.id}{second}  {_bpb(before)} -> {_bpb(after)}{delta}")
-        _line(f"      {after.description or '(no description)'}")
+        _line(f"      {after.description or '(no description)'}{_why(after)}")
         if args.diff:
             diff = unified_diff(before.source or "", after.source or "", a_name=f"a/{before.id}/train.py",
                                 b_name=f"b/{after.id}/train.py")
@@ -106,6 +114,17 @@ def show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diff", action="store_true", help="the diff against its first parent")
 
 
+def _say_why(store, run_id: str, id: str) -> None:
+    """On stderr (stdout is the source), one line when the individual or an ancestor of it was disqualified."""
+    from evo.integrity import DISQUALIFIED
+
+    me = store.individual(run_id, id, with_source=False)
+    if me.status == "rejected" and (me.reason or "").startswith(DISQUALIFIED):
+        print(one_line(f"evo show: {id} is {me.reason}"), file=sys.stderr)
+    elif (tainted := store.disqualified_ancestor(run_id, id)) is not None:
+        print(one_line(f"evo show: {id} descends from {tainted[0]}, {tainted[1]}"), file=sys.stderr)
+
+
 def show(args, argv) -> int:
     from genome import unified_diff
 
@@ -113,6 +132,7 @@ def show(args, argv) -> int:
         run_id = store.run(args.run).run_id
         id = store.resolve(run_id, args.id)
         text = store.source_of(run_id, id)
+        _say_why(store, run_id, id)
         if args.diff:
             parents = store.individual(run_id, id, with_source=False).parents
             if not parents:

@@ -19,6 +19,7 @@ import duckdb
 
 from evo.errors import StoreError
 from evo.results import score_problem
+from evo.integrity import DISQUALIFIED
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.query import run_query
 from evo.run_status import EvaluationCounts, RunStatus
@@ -34,7 +35,8 @@ _ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 # The reads a live driver answers for other processes (evo.store.live): every public read of StoreReader.
 READS = ("query", "runs", "latest_run", "load_run", "run", "llm_cost", "individuals", "individual", "resolve",
          "lineage", "population", "source", "source_exists", "find_source", "ancestry", "descendants",
-         "evaluations", "evaluation_log", "source_of", "scored_results", "seeds_used", "fitness", "run_status")
+         "evaluations", "evaluation_log", "source_of", "scored_results", "seeds_used", "fitness", "run_status",
+         "disqualified_ancestor")
 
 
 def connect(db_path: str | os.PathLike, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -177,7 +179,7 @@ class StoreReader:
         """The individuals from the seed to id, following each one's first parent, with their fitness: one query,
         over the ancestry macro."""
         cols, rows = self._select(f"""
-            SELECT a.id, a.depth, i.operator, i.description, i.status, p.parent_id AS parent,
+            SELECT a.id, a.depth, i.operator, i.description, i.status, i.reason, p.parent_id AS parent,
                    q.parent_id AS second_parent, f.mean_bpb, f.std_bpb, coalesce(f.n, 0) AS n, i.source_hash
                    {", s.text AS source" if with_source else ""}
             FROM ancestry(?, in_run := ?, first_parent := true) a
@@ -190,6 +192,14 @@ class StoreReader:
         if not rows:
             raise StoreError(f"no individual {id!r} in run {run_id}")
         return [LineageStep.from_row(cols, r) for r in rows]
+
+    def disqualified_ancestor(self, run_id: str, id: str) -> tuple[str, str] | None:
+        """(id, reason) of the nearest disqualified ancestor of an individual (through either parent), or None."""
+        _, rows = self._select("SELECT a.id, i.reason FROM ancestry(?, in_run := ?) a JOIN individuals i "
+                               "ON i.run_id = a.run_id AND i.id = a.id WHERE a.depth > 0 AND i.status = 'rejected' "
+                               "AND starts_with(coalesce(i.reason, ''), ?) ORDER BY a.depth, a.id LIMIT 1",
+                               [id, run_id, DISQUALIFIED])
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def population(self, run_id: str) -> list[str]:
         """Ids of the individuals in a run's population now, in birth order."""

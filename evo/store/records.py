@@ -138,6 +138,7 @@ class LineageStep:
     n: int
     source_hash: str | None
     source: str | None = None
+    reason: str | None = None       # why rejected, invalid or a duplicate ("disqualified: ..." for a cheat)
 
     @classmethod
     def from_row(cls, columns: list[str], row: tuple) -> "LineageStep":

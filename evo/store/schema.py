@@ -19,7 +19,8 @@ Decisions, for whoever reads the file in SQL:
   noise):  std_err = max(std_bpb (sample std, 0 when n = 1), the run's noise_floor (0 when unset)) / sqrt(n);
   score = mean_bpb + k * std_err, lower is better. The formula and k are evo.scoring's, the one definition
   selection also uses. A child measured once is charged a full noise floor; a confirmed individual with n
-  evaluations is charged floor / sqrt(n).
+  evaluations is charged floor / sqrt(n). The view `leaderboard` ranks them, leaving out a disqualified individual
+  (status `rejected` with a reason starting "disqualified: ": one of its evaluations showed a cheat, evo.integrity).
 - `ancestry(id [, in_run := run_id] [, first_parent := true])` / `descendants(...)`: every ancestor (descendant)
   with its depth, the length of the shortest parent path (0 = the individual itself), by recursive CTE over
   lineage. A genome id can stand in several runs of one file (the seed does); without in_run the walk starts from
@@ -177,6 +178,7 @@ SELECT row_number() OVER (PARTITION BY f.run_id ORDER BY f.score, f.individual_i
        f.run_id, f.individual_id, f.score, f.mean_bpb, f.std_bpb, f.std_err, f.n, f.n_confirm,
        i.operator, i.description, i.status, i.in_population, i.generation, i.birth
 FROM fitness f JOIN individuals i ON i.run_id = f.run_id AND i.id = f.individual_id
+WHERE i.status <> 'rejected'   -- a disqualified individual (reason 'disqualified: ...') has no rank (evo.integrity)
 ORDER BY f.score, f.run_id, f.individual_id;
 """
 

@@ -41,6 +41,7 @@ def run_on(evo_bin, tmp_path, address, *args):
     proc = subprocess.run([evo_bin, "run", "--address", address, *NAP_RUN, *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert f"evo run: joined the Ray cluster at {address} (--address)\n" in proc.stderr   # said, in one line
     return open_reader(tmp_path / "evo.duckdb")
 
 

@@ -1,9 +1,10 @@
-"""evo.cluster.placement: workers sized from what each node offers, one thread count per run."""
+"""evo.cluster.placement: workers sized from what each node offers, one thread count per run; and which cluster a
+run joins."""
 
 import pytest
 
 from evo import conditions
-from evo.cluster import placement
+from evo.cluster import cluster_address, placement
 
 
 def test_one_machine_keeps_its_defaults_and_shares_its_cores_among_the_workers_asked_for():
@@ -50,3 +51,14 @@ def test_conditions_name_what_changed():
     changed = conditions.changes(before, after)
     assert changed[0] == "threads 2 -> 1" and any(c.startswith("harness ") for c in changed)
     assert before["cpu"] and before["torch"] and before["device"] == "cpu"
+
+
+def test_a_run_joins_a_cluster_only_where_one_is_named(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(None) == (None, "")                      # an instance of its own, whatever else runs
+    assert cluster_address("10.0.0.5:6379") == ("10.0.0.5:6379", "--address")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert cluster_address(None) == ("10.0.0.7:6379", "RAY_ADDRESS")
+    assert cluster_address("10.0.0.5:6379") == ("10.0.0.5:6379", "--address")
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) == (None, "")
