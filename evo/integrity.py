@@ -16,7 +16,9 @@ one is crowned the run's best only with an ok confirmation of its own (SearchPol
 
 from __future__ import annotations
 
-HONEST = "non-finite"                                            # a rejection that is a divergence, not a cheat
+from evo.results import NON_FINITE
+
+HONEST = NON_FINITE                                              # a rejection that is a divergence, not a cheat
 PROTOCOL = "the training process broke the harness protocol"    # evo.sandbox's reason for a broken protocol
 DISQUALIFIED = "disqualified: "
 
