@@ -299,9 +299,12 @@ class StoreReader:
         count = lambda purpose: sum(1 for e in evaluations if e.purpose == purpose)
         population = set(self.population(run.run_id))
         fitness = [f for f in self.fitness(run.run_id) if f.individual_id in population]
+        # As the run crowns (evo.integrity): a descendant of a disqualified member only with a confirmation of its own.
+        fitness = next(([f] for f in sorted(fitness, key=lambda f: (f.score, f.individual_id))
+                        if f.n_confirm or self.disqualified_ancestor(run.run_id, f.individual_id) is None), [])
         best = None
         if fitness:
-            f = min(fitness, key=lambda f: (f.score, f.individual_id))
+            f = fitness[0]
             tests = [e.test_bpb for e in evaluations
                      if e.individual_id == f.individual_id and e.status == "ok" and score_problem(e.test_bpb) is None]
             best = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,

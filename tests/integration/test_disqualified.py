@@ -103,3 +103,30 @@ def test_a_member_caught_on_confirmation_is_out_and_the_store_and_lineage_say_wh
     lineage = evo(evo_bin, tmp_path, "lineage", descendants[0], timeout=120)
     assert lineage.returncode == 0, lineage.stderr
     assert f"  descends from {child}, {reason}" in lineage.stdout.splitlines()
+
+
+def test_the_stored_status_crowns_a_descendant_of_a_disqualified_member_only_after_its_own_confirmation(tmp_path):
+    from genome import content_hash
+
+    store = open_writer(tmp_path / "evo.duckdb")
+    run_id = store.new_run({"evaluations": 2})
+    sources = {name: seed_source().replace("# ", f"# {name} ", 1) for name in ("seed", "cheat", "heir")}
+    ids = {name: content_hash(text) for name, text in sources.items()}
+    store.add_individual(run_id, source=sources["seed"], operator="seed")
+    store.add_individual(run_id, source=sources["cheat"], operator="hyper.mutate", parents=[ids["seed"]])
+    store.add_individual(run_id, source=sources["heir"], operator="hyper.mutate", parents=[ids["cheat"]])
+    ok = lambda v, seed: {"status": "ok", "val_bpb": v, "seed": seed}   # noqa: E731
+    for seed in (1, 2):
+        store.add_evaluation(run_id, ids["seed"], ok(3.2, seed), purpose="noise")
+    store.add_evaluation(run_id, ids["cheat"], ok(2.9, 1))
+    store.add_evaluation(run_id, ids["heir"], ok(2.8, 1))
+    store.add_evaluation(run_id, ids["cheat"], {"status": "rejected", "error": CAUGHT, "seed": 2}, purpose="confirm")
+    store.set_status(run_id, ids["cheat"], "rejected", f"disqualified: its confirm evaluation on seed 2 was "
+                                                       f"rejected: {CAUGHT}")
+    store.set_population(run_id, [ids["seed"], ids["heir"]])
+    try:
+        assert store.run_status(run_id).best.id == ids["seed"]        # the heir has no confirmation of its own
+        store.add_evaluation(run_id, ids["heir"], ok(2.8, 2), purpose="confirm")
+        assert store.run_status(run_id).best.id == ids["heir"]
+    finally:
+        store.close()

@@ -66,7 +66,7 @@ def test_two_runs_side_by_side_each_run_on_their_own_ray_and_stopping_one_leaves
 
 
 def test_a_seed_evaluation_lost_with_its_worker_is_run_again(evo_bin, tmp_path):
-    cwd = task_dir(tmp_path, napper_source(6.0))
+    cwd = task_dir(tmp_path, napper_source(4.0))
     run = LiveRun(evo_bin, cwd, "--evaluations", "1", "--workers", "2", *NAP_RUN)
     try:
         run.wait_for(lambda line: " started: " in line, "the run started")
