@@ -714,3 +714,11 @@ def test_a_run_with_islands_resumed_from_its_saved_state_makes_the_same_decision
     assert second.population == first.population
     side_by_side(first, second, 8, lambda p: vary(p)[0])
     assert second.state() == first.state()
+
+
+def test_a_disqualified_member_leaves_every_island_it_was_copied_to():
+    from evo.islands import Islands
+
+    islands = Islands(count=2, size=2, members=[["a", "b"], ["b", "c"]], home={"d": 1})
+    islands.remove("b")
+    assert islands.members == [["a"], ["c"]] and islands.population() == ["a", "c"]
