@@ -43,6 +43,7 @@ CLASSES = {
     "overspends": "gets round the budget",
     "escapes": "reaches secrets or outlives the evaluation",
     "reaches": "reaches Ray or the network",
+    "crashes": "crashes the harness's batch server with what it sends",
     "spoofs": "writes to the user's terminal",
     "poisons": "breaks the run with what it reports",
 }
