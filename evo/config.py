@@ -10,6 +10,7 @@ from pathlib import Path
 from evo.environment import check_names
 from evo.errors import ConfigError
 from evo.selection import SELECTIONS
+from evo.supervise import Limits
 
 
 def flag(help: str, *, metavar: str | None = None, group: str | None = None, exclusive: str | None = None,
@@ -29,6 +30,11 @@ def setting(default, help: str, **kwargs):
     return field(default=default, metadata=flag(help, **kwargs))
 
 
+MEMORY_HELP = ("memory limit of each phase of an evaluation, all its processes together, shared memory included "
+               "(default none)")
+DISK_HELP = ("what each phase of an evaluation may leave in the folders it can write, and hand over as its model "
+             "(default 4096; 0: none)")
+DEFAULT_DISK_MB = Limits.disk_mb
 ENV_HELP = ("pass the environment variable NAME, with its value here, to training and scoring (repeatable); "
             "they get only the locale, thread, CUDA and path variables otherwise")
 # Flags that may change when a run is resumed (the stop conditions); everything else must match the stored run.
@@ -82,7 +88,8 @@ class RunConfig:
                                               "more often (each operator's weight times its success rate)")
     preflight: bool = setting(True, "skip the one-step pre-flight", negate=True)
     time_limit: float | None = setting(None, "wall-clock limit per training (default: budget)", metavar="S")
-    memory_mb: float = setting(0, "resident memory limit per evaluation (default none)")
+    memory_mb: float = setting(0, MEMORY_HELP, metavar="MB")
+    disk_mb: float = setting(DEFAULT_DISK_MB, DISK_HELP, metavar="MB")
     env: tuple = setting(tuple, ENV_HELP, metavar="NAME", repeat=True)
     quiet: bool = setting(False, "no live view; only the final lines")
     allow_unshielded: bool = setting(False, "search even where training cannot be shielded (children could then "
@@ -126,8 +133,7 @@ class RunConfig:
             raise ConfigError(f"--confirm-seeds must be at least 1; got {self.confirm_seeds}")
         if self.confirm not in CONFIRMS:
             raise ConfigError(f"--confirm must be one of {', '.join(CONFIRMS)}; got {self.confirm!r}")
-        if self.memory_mb < 0:
-            raise ConfigError(f"--memory-mb must be 0 or more; got {self.memory_mb:g}")
+        check_limits(self.memory_mb, self.disk_mb)
         if not self.operators or any(not w > 0 for w in self.operators.values()):
             raise ConfigError("--operators needs at least one operator with a positive weight")
         for name, bound in self.bounds.items():
@@ -169,9 +175,12 @@ class EvalConfig:
     threads: int | None = setting(None, "torch threads (default: torch's own choice)", metavar="N")
     test: bool = setting(False, "also score the test split (test_bpb), which `evo run` never selects on")
     env: tuple = setting(tuple, ENV_HELP, metavar="NAME", repeat=True)
+    memory_mb: float = setting(0, MEMORY_HELP, metavar="MB")
+    disk_mb: float = setting(DEFAULT_DISK_MB, DISK_HELP, metavar="MB")
 
     def __post_init__(self):
         object.__setattr__(self, "env", check_names(self.env))
+        check_limits(self.memory_mb, self.disk_mb)
         if self.seed is not None and self.seed < 0:
             raise ConfigError(f"--seed must be 0 or more; got {self.seed}")
         if self.threads is not None and self.threads < 1:
@@ -200,6 +209,13 @@ class ReplayConfig:
             raise ConfigError(f"--seeds must be at least 1; got {self.seeds}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}")
+
+
+def check_limits(memory_mb: float, disk_mb: float) -> None:
+    """--memory-mb and --disk-mb, shared by evo run and evo eval: finite, 0 (no limit) or more."""
+    for name, value in (("--memory-mb", memory_mb), ("--disk-mb", disk_mb)):
+        if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+            raise ConfigError(f"{name} must be a number of MiB, 0 (no limit) or more; got {value:g}")
 
 
 def parse_bounds(text: str | None) -> dict:

@@ -62,6 +62,7 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     request = EvalRequest(source=source, budget=budget, seed=seed, harness=harness_file, dataset=dataset,
                           cache_root=harness.cache_dir(),
                           time_limit=config.time_limit, threads=config.threads, fixed_files=fixed_files(harness_file),
+                          memory_mb=config.memory_mb, disk_mb=config.disk_mb,
                           test=config.test, env=dict(env or {}))
     result = typed(evaluate(request, on_line=on_line).to_dict())  # never a NaN, an infinity or a field out of type
     result["fingerprint"] = fingerprint

@@ -25,6 +25,7 @@ import ray
 from evo import conditions, sandbox
 from evo.errors import EvoError
 from evo.sandbox import Budget, EvalRequest
+from evo.supervise import Limits
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,11 @@ class Worker:
     """Evaluates children one at a time. The GPU it holds (if any) is the only one its subprocesses see."""
 
     def __init__(self, name: str, bundle: TaskBundle, cache_root: str, threads: int | None, memory_mb: float,
-                 require_shield: bool = False, env: dict | None = None):
+                 require_shield: bool = False, env: dict | None = None, disk_mb: float = Limits.disk_mb):
         self.name = name
         self.require_shield = require_shield
         self.threads = threads
-        self.memory_mb = memory_mb
+        self.memory_mb, self.disk_mb = memory_mb, disk_mb
         self.bundle, self.cache_root = bundle, Path(cache_root)
         self.harness, self.fixed, self.dataset, self.repaired = materialize(bundle, self.cache_root)
         gpus = ray.get_gpu_ids()
@@ -121,7 +122,8 @@ class Worker:
         self.harness, self.fixed, self.dataset, repaired = materialize(self.bundle, self.cache_root)
         request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
-                              threads=self.threads, memory_mb=self.memory_mb, fixed_files=self.fixed, env=self.env,
+                              threads=self.threads, memory_mb=self.memory_mb, disk_mb=self.disk_mb,
+                              fixed_files=self.fixed, env=self.env,
                               require_shield=self.require_shield, cache_root=self.cache_root, test=test)
         checked = sandbox.preflight(request) if preflight else None
         outcome = checked if checked is not None and checked.status != "ok" else sandbox.evaluate(request)
@@ -139,13 +141,14 @@ class Worker:
 
 def start_workers(bundle_ref, count: int, *, use_gpus: bool, cpus_per_worker: float, threads: int | None,
                   memory_mb: float, cache_root: str, name_prefix: str = "worker", require_shield: bool = False,
-                  env: dict | None = None) -> list:
+                  env: dict | None = None, disk_mb: float = Limits.disk_mb) -> list:
     """Starts count worker actors: one GPU each when use_gpus, else cpus_per_worker CPUs each. With
     require_shield, a worker on a node where training cannot be shielded fails each evaluation instead. env: the
-    variables named with --env and their values, for every evaluation's training and scoring."""
+    variables named with --env and their values, for every evaluation's training and scoring. memory_mb, disk_mb:
+    what each phase of an evaluation may use (--memory-mb, --disk-mb)."""
     options = {"num_gpus": 1, "num_cpus": 0} if use_gpus else {"num_cpus": cpus_per_worker}
     return [Worker.options(**options).remote(f"{name_prefix}-{i}", bundle_ref, cache_root, threads, memory_mb,
-                                             require_shield, dict(env or {}))
+                                             require_shield, dict(env or {}), disk_mb)
             for i in range(count)]
 
 

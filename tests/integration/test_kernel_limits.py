@@ -16,6 +16,7 @@ from evo.proctree import MARKER_VAR, new_marker
 from evo.sandbox import Budget, EvalRequest, evaluate
 from evo.supervise import MEMORY_EXIT, Limits
 from tests.support.genomes import ROOT, tiny_source
+from tests.support.runs import evo
 
 MEMFD = """
 import os
@@ -100,3 +101,31 @@ def test_without_a_cgroup_the_supervisor_counts_a_memfd_as_memory(tmp_path):
     assert proc.returncode == MEMORY_EXIT, proc.stderr
     assert "memory limit exceeded" in proc.stderr and "MiB held" in proc.stderr, proc.stderr
     assert json.loads(limits.text())["cgroup"] == []
+
+
+DISK = """
+import os
+block = os.urandom(2**20)
+with open("hoard.bin", "wb") as f:
+    for _ in range(100):
+        f.write(block)
+import time
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("flags, code, named", [
+    pytest.param(("--disk-mb", "64"), DISK, "evo: disk limit exceeded", id="disk"),
+    pytest.param(("--memory-mb", "450"), MEMFD.format(mib=800), "evo: memory limit exceeded", id="memory",
+                 marks=pytest.mark.slow),
+])
+def test_evo_run_and_evo_eval_hold_a_child_to_the_same_limits(evo_bin, tmp_path, flags, code, named):
+    (tmp_path / "train.py").write_text(tiny_source().replace("submit(model)\n", code + "submit(model)\n"))
+    (tmp_path / "program.md").write_text((ROOT / "program.md").read_text())
+    single = evo(evo_bin, tmp_path, "eval", "train.py", "--budget-tokens", "4096", "--threads", "1", "--json", *flags)
+    result = json.loads(single.stdout)
+    assert single.returncode == 1 and named in result["error"], single.stdout + single.stderr
+    run = evo(evo_bin, tmp_path, "run", "--population", "4", "--evaluations", "2", "--budget-tokens", "4096",
+              "--workers", "1", "--no-preflight", "--quiet", *flags)
+    assert run.returncode != 0 and "the seed train.py failed its first evaluation" in run.stderr, run.stderr
+    assert named in run.stderr, run.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from evo.config import RunConfig
+from evo.config import EvalConfig, RunConfig
 from evo.errors import ConfigError
 from evo.scoring import score
 from evo.selection import Member, elites, select_parents, survivors
@@ -33,6 +33,8 @@ def test_resume_refuses_a_conflicting_flag_in_one_line():
     ({"hours": 0}, "--hours must be positive"),
     ({"islands": 0}, "--islands must be between 1 and half the population (8); got 0"),
     ({"population": 6, "islands": 4}, "--islands must be between 1 and half the population (3); got 4"),
+    ({"memory_mb": -1}, "--memory-mb must be a number of MiB, 0 (no limit) or more; got -1"),
+    ({"disk_mb": float("nan")}, "--disk-mb must be a number of MiB, 0 (no limit) or more; got nan"),
 ])
 def test_bad_settings_say_what_to_change(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -59,3 +61,9 @@ def test_selection_methods_follow_the_score():
     assert sum(picks) / 300 < sum(uniform) / 300 - 1.5  # tournaments favour low scores
     pair = select_parents(members, 2, rng, "tournament", 3)
     assert pair[0].id != pair[1].id
+
+
+def test_evo_eval_takes_the_same_limits_as_a_run():
+    assert (EvalConfig().memory_mb, EvalConfig().disk_mb) == (RunConfig().memory_mb, RunConfig().disk_mb) == (0, 4096)
+    with pytest.raises(ConfigError, match="--disk-mb must be a number of MiB"):
+        EvalConfig(disk_mb=-5)
