@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evo import shield
-from evo.batch_server import (HANDOVER_ALLOWANCE, STARTUP_ALLOWANCE, BatchServer, ServeSettings, open_channel,
-                              vocab_from_tokenizer)
+from evo import cgroup, shield
+from evo.batch_server import (HANDOVER_ALLOWANCE, MAX_MODEL_BYTES, STARTUP_ALLOWANCE, BatchServer, ServeSettings,
+                              open_channel, vocab_from_tokenizer)
 from evo.channel import CHANNEL_VAR
 from evo.environment import clean_environment
 from evo.errors import ConfigError
@@ -45,6 +45,8 @@ from evo.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase (its start and its end); the rest is counted and dropped
 LINE_CAP_BYTES = 1 << 16         # a line passed on as it comes is cut here
 READ_BYTES = 1 << 16             # output is read in pieces of at most this, whatever its lines
+OUTPUT_LIMIT_BYTES = 64 << 20    # a phase that writes more output than this is ended: no honest run needs it
+OUTPUT_EXIT = 89                 # the status _run_phase gives a phase it ended for its output
 EVAL_PHASE_LIMIT = 600.0         # seconds the scoring process may take
 SCORED_FIELDS = ("status", "val_bpb", "test_bpb", "error", "eval_seconds", "num_params")  # what the scorer sends
 MODEL_FILE = "model.evograph"
@@ -121,6 +123,7 @@ class EvalResult:
     eval_seconds: float | None = None
     error: str | None = None
     shielded: bool | None = None  # whether training ran behind evo.shield (None: it never started)
+    limits: str | None = None     # what held training's memory and process limits: a cgroup, or the polling supervisor
     log: str = ""
 
     def to_dict(self, with_log: bool = False) -> dict:
@@ -142,6 +145,7 @@ class _Capture(threading.Thread):
         self.head = bytearray()
         self.tail = bytearray()
         self.dropped = 0
+        self.total = 0
 
     def _keep(self, chunk: bytes) -> None:
         half = LOG_CAP_BYTES // 2
@@ -160,6 +164,7 @@ class _Capture(threading.Thread):
     def run(self):
         fd, line = self.pipe.fileno(), bytearray()
         while chunk := os.read(fd, READ_BYTES):
+            self.total += len(chunk)
             self._keep(chunk)
             if not self.on_line:
                 continue
@@ -181,16 +186,27 @@ class _Capture(threading.Thread):
 
 def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limits,
                on_line: Callable[[str], None] | None, pass_fds: tuple[int, ...] = (),
-               deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, float]:
+               deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, str]:
     """Runs one phase under the supervisor (evo.supervise, which holds it to limits) to its end, its time limit,
-    or deadline() (a monotonic time, which may move as the phase goes). Returns (exit status, or None on timeout;
-    output; seconds)."""
+    or deadline() (a monotonic time, which may move as the phase goes), or past OUTPUT_LIMIT_BYTES of output
+    (status OUTPUT_EXIT). The phase's command runs in a cgroup of its own where one can be made (evo.cgroup), so the
+    kernel keeps its memory and process limits. Returns (exit status, or None on timeout; output; what held its
+    memory and process limits)."""
     marker = new_marker()
     env = {**env, MARKER_VAR: marker}
+    group, why_not = cgroup.make(marker, limits.memory_mb, limits.processes)
+    if group is not None:
+        limits = dataclasses.replace(limits, cgroup=group.dirs, cgroup_kind=group.kind)
+    held = group.kind if group is not None else f"the supervisor's polling: {why_not}"
     cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, limits.text(), "--", *cmd]
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
     capture = _Capture(proc.stdout, on_line)
     capture.start()
     code = None
@@ -204,6 +220,9 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limit
             now, moving = time.monotonic(), deadline()
             if now - t0 > limit or (moving is not None and now > moving):
                 break
+            if capture.total > OUTPUT_LIMIT_BYTES:
+                code = OUTPUT_EXIT
+                break
     except BaseException:  # KeyboardInterrupt or the worker being torn down: the child goes with us
         kill_tree(proc.pid, marker)
         proc.wait()
@@ -211,8 +230,10 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limit
     finally:
         kill_tree(proc.pid, marker)  # the phase is over: anything it left behind goes too
         proc.wait()
+        if group is not None:
+            group.remove()
     capture.join(timeout=5)
-    return code, capture.text(), time.monotonic() - t0
+    return code, capture.text(), held
 
 
 def _failure_reason(output: str, code: int) -> tuple[str, str]:
@@ -221,6 +242,8 @@ def _failure_reason(output: str, code: int) -> tuple[str, str]:
     last = tail[-1].strip() if tail else ""
     if code == MEMORY_EXIT:
         return "oom", last or "memory limit exceeded"
+    if code == OUTPUT_EXIT:
+        return "crash", f"evo: output limit exceeded: more than {OUTPUT_LIMIT_BYTES // 2**20} MiB written to its output"
     if code in (DISK_EXIT, PROCESS_EXIT):
         return "crash", last or "a limit on what an evaluation may use was exceeded"
     if "OutOfMemoryError" in output or "CUDA out of memory" in output or "MemoryError" in last:
@@ -270,9 +293,11 @@ TASKS_PER_PROCESS = 8  # the shield's kernel-enforced cap counts threads too: ro
 
 def _limits(request: EvalRequest, work: Path, name: str) -> Limits:
     """What the phase `name` may use: the request's memory limit, and the disk and process limits over the two
-    folders it can write (work/name and work/name-tmp, its /tmp)."""
+    folders it can write (work/name and work/name-tmp, its /tmp); training's count also holds what it hands over
+    (work/score, where the batch server writes its weights and graph)."""
+    handed_over = (str(work / "score"),) if name == "train" else ()
     return Limits(memory_mb=request.memory_mb, processes=request.processes, disk_mb=request.disk_mb,
-                  files=request.files, watch=(str(work / name), str(work / f"{name}-tmp")))
+                  files=request.files, watch=(str(work / name), str(work / f"{name}-tmp"), *handed_over))
 
 
 def _behind_shield(cmd: list[str], work: Path, name: str, binds: list[shield.Bind], covers: list[Path],
@@ -303,7 +328,8 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     ours, theirs = open_channel()
     settings = ServeSettings(seed=request.seed, budget_seconds=budget.seconds, budget_tokens=budget.tokens,
                              vocab_size=vocab_from_tokenizer(request.dataset / "train"), threads=request.threads,
-                             max_batches=request.batches)
+                             max_batches=request.batches,
+                             max_payload=int(request.disk_mb * 2**20) if request.disk_mb > 0 else MAX_MODEL_BYTES)
     server = BatchServer(ours, request.dataset / "train" / "train.bin", settings, work / "score" / MODEL_FILE,
                          work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
@@ -313,7 +339,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:
-        code, log, _ = _run_phase(cmd, scratch, env, limit, _limits(request, work, "train"), on_line,
+        code, log, result.limits = _run_phase(cmd, scratch, env, limit, _limits(request, work, "train"), on_line,
                                   pass_fds=(theirs.fileno(),), deadline=server.deadline)
     finally:
         theirs.close()
@@ -427,6 +453,7 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
              keep_dir: Path | None = None) -> EvalResult:
     """Trains and scores request.source. Never raises for a bad child; returns its status and reason."""
     sweep_orphans()
+    cgroup.sweep()
     budget = request.budget
     result = EvalResult(status="crash", seed=request.seed, budget_seconds=budget.seconds,
                         budget_tokens=budget.tokens)

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 
 from evo.sandbox import Budget, EvalRequest, clean_environment, evaluate
 from tests.support.genomes import ROOT, tiny_source
@@ -132,7 +133,8 @@ from pathlib import Path
 from evo.sandbox import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 
-flood = "import sys\\nblock = 'x' * 2**20\\nfor _ in range(400):\\n    sys.stdout.write(block)\\n"
+piece = "'x' * 2**20" if {lines!r} == 0 else "('x' * 1023 + '\\\\n') * 1024"
+flood = f"import sys\\nblock = {{piece}}\\nfor _ in range({mib}):\\n    sys.stdout.write(block)\\n"
 source = tiny_source().replace("submit(model)\\n", flood + "raise RuntimeError('the end of the flood')\\n")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 r = evaluate(EvalRequest(source=source, seed=1, harness=ROOT / "prepare.py", dataset=Path({dataset!r}), threads=1,
@@ -142,14 +144,27 @@ print(json.dumps({{"status": r.status, "error": r.error, "log": len(r.log), "gre
 """
 
 
-def test_output_is_read_in_pieces_whatever_its_lines_and_its_end_is_kept(dataset):
-    # 400 MiB without a newline: read a line at a time, it took the evaluating process past 1 GiB
-    proc = subprocess.run([sys.executable, "-c", FLOOD.format(root=str(ROOT), dataset=str(dataset))],
-                          capture_output=True, text=True, timeout=300)
+def flooded(dataset, mib: int, lines: bool) -> dict:
+    """One evaluation of the tiny seed that writes mib MiB to its output and raises, in a fresh evaluating process:
+    its status, error, kept log size and how much that process's peak memory grew."""
+    code = FLOOD.format(root=str(ROOT), dataset=str(dataset), mib=mib, lines=int(lines))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert found["status"] == "crash" and "the end of the flood" in found["error"], found
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["one-line", "lines"])
+def test_output_is_read_in_pieces_and_a_flood_ends_the_phase(dataset, lines):
+    # 400 MiB without a newline: read a line at a time, it took the evaluating process past 1 GiB
+    found = flooded(dataset, 400, lines)
+    assert found["status"] == "crash" and "output limit exceeded" in found["error"], found
     assert found["log"] < 1.1 * 2**20 and found["grew_mb"] < 64, found
+
+
+def test_the_end_of_a_long_output_is_kept(dataset):
+    found = flooded(dataset, 3, False)
+    assert found["status"] == "crash" and "the end of the flood" in found["error"], found
+    assert found["log"] < 1.1 * 2**20, found
 
 
 def test_one_file_cannot_grow_past_the_disk_limit(dataset):
