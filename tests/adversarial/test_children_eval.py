@@ -16,7 +16,7 @@ from tests.support.genomes import ROOT, tiny_source
 # One child per class runs by default; the rest are marked slow.
 DEFAULT = {"writes_eval_harness", "runs_pickle_payload", "peeks_between_checked_positions",
            "finds_validation_copies", "overspends_giant_batch", "escapes_api_key", "reaches_local_port",
-           "crashes_nested_header", "spoofs_terminal_escapes", "poisons_infinite_loss"}
+           "crashes_nested_header", "spoofs_terminal_escapes", "poisons_infinite_loss", "hoards_memfd"}
 
 
 def _params():

@@ -46,6 +46,7 @@ CLASSES = {
     "crashes": "crashes the harness's batch server with what it sends",
     "spoofs": "writes to the user's terminal",
     "poisons": "breaks the run with what it reports",
+    "hoards": "takes more of the machine than its limits allow",
 }
 TOKEN_BUDGET = ("--budget-tokens", "8192")
 # The arming value reaches the child only when named (its environment is an allow-list), as it did before there was one
