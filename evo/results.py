@@ -49,7 +49,7 @@ FIELDS: dict[str, tuple[type, float, float]] = {
     "num_params": (int, 0, MAX_COUNT),
     "peak_memory_mb": (float, 0.0, MAX_MEMORY_MB),
 }
-NAMES = {"device": MAX_DEVICE, "worker": MAX_NAME, "node": MAX_NAME}
+NAMES = {"device": MAX_DEVICE, "worker": MAX_NAME, "node": MAX_NAME, "limits": MAX_NAME}
 
 
 def shown(value: Any) -> str:

@@ -95,6 +95,7 @@ class Evaluation:
     finished_at: datetime | None = None
     error: str | None = None
     conditions: dict | None = None    # what the score depends on besides seed and budget (evo.conditions)
+    limits: str | None = None         # what held training's memory and process limits
 
     @classmethod
     def from_row(cls, columns: list[str], row: tuple) -> "Evaluation":

@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     finished_at      TIMESTAMP NOT NULL,
     error            TEXT,
     log              TEXT,                  -- captured output, capped by the caller
-    conditions       TEXT                   -- JSON: threads, device, CPU and GPU model, torch, harness, dataset
+    conditions       TEXT,                  -- JSON: threads, device, CPU and GPU model, torch, harness, dataset
+    limits           TEXT                   -- what held training's memory and process limits (cgroup v1/v2, polling)
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
     id                 BIGINT PRIMARY KEY DEFAULT nextval('llm_call_ids'),
@@ -153,6 +154,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 UPGRADES = """
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS conditions TEXT;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS test_bpb DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS limits TEXT;
 """
 
 # Views and macros are replaced on every writer open, so a fixed definition reaches old files too.

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # The evaluation record's fields (sandbox.EvalResult) that become columns of the same name.
 _EVALUATION_FIELDS = ("seed", "budget_seconds", "budget_tokens", "status", "val_bpb", "test_bpb", "training_seconds",
                       "eval_seconds", "total_seconds", "tokens", "num_steps", "num_params", "peak_memory_mb",
-                      "device", "error", "log", "conditions")
+                      "device", "error", "log", "conditions", "limits")
 _LLM_FIELDS = ("operator", "model", "purpose", "status", "input_tokens", "output_tokens", "cache_read_tokens",
                "cache_write_tokens", "latency_s", "cost_usd", "error", "note")
 

@@ -129,3 +129,8 @@ def test_evo_run_and_evo_eval_hold_a_child_to_the_same_limits(evo_bin, tmp_path,
               "--workers", "1", "--no-preflight", "--quiet", *flags)
     assert run.returncode != 0 and "the seed train.py failed its first evaluation" in run.stderr, run.stderr
     assert named in run.stderr, run.stderr
+    # the store says what held each evaluation's limits, as evo eval's result does
+    stored = evo(evo_bin, tmp_path, "sql", "SELECT DISTINCT limits FROM evaluations", "--format", "json")
+    assert stored.returncode == 0, stored.stderr
+    assert [row["limits"] for row in json.loads(stored.stdout)] == [result["limits"]], stored.stdout
+    assert result["limits"].startswith(("cgroup v", "the supervisor's polling"))
