@@ -78,7 +78,7 @@ import ray  # noqa: E402
 from benchmarks.task_baseline import cpu_model  # noqa: E402
 from evo.config import RunConfig  # noqa: E402
 from evo.engine import Engine  # noqa: E402
-from evo.sandbox import is_secret  # noqa: E402
+from evo.environment import is_secret  # noqa: E402
 from evo.store import open_writer  # noqa: E402
 from operators.registry import REGISTRY  # noqa: E402
 from tests.support.genomes import sleeper_source  # noqa: E402

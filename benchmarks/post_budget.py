@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evo import sandbox, shield  # noqa: E402
+from evo.environment import clean_environment  # noqa: E402
 from evo.evaluate_file import ensure_dataset  # noqa: E402
 from evo.task_files import fixed_files, harness_path, load_harness  # noqa: E402
 from tests.support.genomes import tiny_source  # noqa: E402
@@ -92,7 +93,7 @@ def run(seconds: float, aim: float, sleep: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="evo-post-budget-"))
     (work / "score").mkdir()
     shielded = shield.unavailable() is None
-    env = sandbox.clean_environment(os.environ, {"OMP_NUM_THREADS": "1"})
+    env = clean_environment(os.environ, {"OMP_NUM_THREADS": "1"})
     t0 = time.monotonic()
     server = sandbox._train(request, result, work, env, shielded, None)
     wall = time.monotonic() - t0

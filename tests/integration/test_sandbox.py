@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from evo.sandbox import Budget, EvalRequest, clean_environment, evaluate
+from evo.environment import clean_environment
+from evo.sandbox import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 from tests.support.processes import processes
 
