@@ -33,9 +33,9 @@ Prepared data lives in a cache directory, cache_dir() ($EVO_CACHE_DIR, else $XDG
 one folder per input, so preparing the same input twice does nothing. The last prepared input is the active one.
 
 Run standalone, submit() evaluates and prints the summary block. Under evo's sandbox, the training process sees
-no data at all: a harness process outside it (evo/batch_server.py) serves the batches over a channel
+no data at all: a harness process outside it (evo/sandbox/batch_server.py) serves the batches over a channel
 (EVO_HARNESS_CHANNEL) and counts the budget, submit() hands the model over as a graph of pure tensor ops with its
-weights (evo/graph_archive.py), and a separate scoring process (evo/score.py) checks that graph and scores it here,
+weights (evo/sandbox/graph/archive.py), and a separate scoring process (evo/sandbox/scorer.py) checks that graph and scores it here,
 with evaluate_program(). The cross-entropy is computed here, from the logits, never by the model's own loss code.
 """
 
@@ -57,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 
 # The harness API: the only names train.py may import from here. evo reads this list from the file's syntax tree
 # (its validator and its LLM prompts), so it stays one literal list of strings.
@@ -205,7 +204,11 @@ def submit(model: torch.nn.Module) -> None:
     model.eval()
     example = torch.zeros((EVAL_BATCH, SEQ_LEN), dtype=torch.long, device=device)
     if s.client is not None:
-        from evo.graph_export import ExportError, export_model, weights_snapshot
+        from evo.sandbox.child.graph_export import (
+            ExportError,
+            export_model,
+            weights_snapshot,
+        )
 
         s.client.weights(weights_snapshot(model))  # first, at once: the scorer takes the graph only with these
         try:
@@ -245,7 +248,9 @@ class _Session:
     def __init__(self):
         self.client = None
         if _TRAINING_PROCESS:
-            from evo.channel import TrainingClient  # the other end is evo.batch_server, outside this process
+            from evo.sandbox.child.channel import (
+                TrainingClient,  # the other end is evo.sandbox.batch_server, outside this process
+            )
 
             self.client = TrainingClient.from_environment()
             settings = self.client.hello()

@@ -78,7 +78,7 @@ import ray  # noqa: E402
 from benchmarks.task_baseline import cpu_model  # noqa: E402
 from evo.config import RunConfig  # noqa: E402
 from evo.engine import Engine  # noqa: E402
-from evo.environment import is_secret  # noqa: E402
+from evo.sandbox.environment import is_secret  # noqa: E402
 from evo.store import open_writer  # noqa: E402
 from operators.registry import REGISTRY  # noqa: E402
 from tests.support.genomes import sleeper_source  # noqa: E402
@@ -318,8 +318,8 @@ def simulated(work: Path, workers: int, sleep: float, search: int, name: str = "
 
 def real(work: Path, workers: int, sleep: float, search: int) -> dict:
     """Real worker actors, started as the run actor starts them, evaluating a sleeping genome."""
-    from evo import shield
     from evo.evaluate_file import ensure_dataset
+    from evo.sandbox import shield
     from evo.task_files import fixed_files, harness_path, load_harness
     from evo.workers import bundle_task, start_workers
 

@@ -44,7 +44,7 @@ def import_seconds(reps: int = 3) -> float:
 
 def main() -> int:
     from evo.evaluate_file import ensure_dataset
-    from evo.sandbox import Budget, EvalRequest, evaluate, preflight
+    from evo.sandbox.evaluation import Budget, EvalRequest, evaluate, preflight
     from evo.task_files import fixed_files, harness_path, load_harness
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

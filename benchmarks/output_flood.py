@@ -6,7 +6,7 @@ evaluation (token budget 8,192, 1 thread).
 
 Per case: the evaluation's status, how much of the output it kept, the evaluating process's peak resident memory
 before and after the evaluation (ru_maxrss), and the wall time. The process imports what a worker imports to
-evaluate (evo.sandbox), so the peak before the evaluation is its baseline.
+evaluate (evo.sandbox.evaluation), so the peak before the evaluation is its baseline.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ CASE = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import prepare
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 
 piece = ("x" * 1023 + "\\n") if {lines!r} else "x" * 1024

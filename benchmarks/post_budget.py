@@ -27,9 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evo import sandbox, shield  # noqa: E402
-from evo.environment import clean_environment  # noqa: E402
 from evo.evaluate_file import ensure_dataset  # noqa: E402
+from evo.sandbox import evaluation as sandbox  # noqa: E402
+from evo.sandbox import shield
+from evo.sandbox.environment import clean_environment  # noqa: E402
 from evo.task_files import fixed_files, harness_path, load_harness  # noqa: E402
 from tests.support.genomes import tiny_source  # noqa: E402
 

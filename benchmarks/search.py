@@ -40,14 +40,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.search_box import BOX, FINAL_STARTS, STARTS, TUNING_STARTS, box_values, check_box  # noqa: E402
+from benchmarks.search_box import (  # noqa: E402
+    BOX,
+    FINAL_STARTS,
+    STARTS,
+    TUNING_STARTS,
+    box_values,
+    check_box,
+)
 from benchmarks.search_methods import (  # noqa: E402
-    METHODS, SurrogateExecutor, evo_config, make_method, run_search, search_seed_of, with_seed)
+    METHODS,
+    SurrogateExecutor,
+    evo_config,
+    make_method,
+    run_search,
+    search_seed_of,
+    with_seed,
+)
 from benchmarks.search_plot import plot_curves  # noqa: E402
 from benchmarks.search_stats import summarise, table  # noqa: E402
 from benchmarks.search_surrogate import Surrogate  # noqa: E402
 from benchmarks.task_baseline import cpu_model  # noqa: E402
-from evo.population import SearchPolicy  # noqa: E402
+from evo.search.policy import SearchPolicy  # noqa: E402
 from genome import content_hash  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -121,7 +135,7 @@ VARIANTS = {
                                 "confirm": "final", "noise_seeds": 2, "selection": "best", "bounds": BOX_BOUNDS},
     "sample-4+t3+final+box": {"operators": SAMPLE_4,
                               "confirm": "final", "noise_seeds": 2, "bounds": BOX_BOUNDS},
-    # islands: the population as a ring of sub-populations with migration (evo.islands)
+    # islands: the population as a ring of sub-populations with migration (evo.search.islands)
     "sample-4+best+final+box+islands-2": {"operators": SAMPLE_4, "confirm": "final", "noise_seeds": 2,
                                           "selection": "best", "bounds": BOX_BOUNDS, "islands": 2},
     "sample-4+best+final+box+islands-4": {"operators": SAMPLE_4, "confirm": "final", "noise_seeds": 2,
@@ -187,8 +201,8 @@ def one_search(method: str, variant: dict, start: str, rep: int, setting: Settin
                workers: int, surrogate: Surrogate | None = None, evaluate_all=None) -> dict:
     """One method from one start for setting.evaluations runs, then its best at each checkpoint re-evaluated on
     the repetition's confirm seeds. Returns the record."""
-    from benchmarks.search_real import evaluate_all as run_all
     from benchmarks.search_methods import Job
+    from benchmarks.search_real import evaluate_all as run_all
 
     evaluate_all = evaluate_all or run_all
     variant = dict(variant)

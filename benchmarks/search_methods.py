@@ -4,7 +4,7 @@ of them on an executor (the real Ray workers, or the surrogate) for a budget of 
 Every method asks for jobs (a source and the seed to train it on) and is told each result; every job it asks for is
 one training run and counts against its budget, whatever its purpose (evo's noise and confirm evaluations too).
 
-    evo            evo's own search policy (evo.population.SearchPolicy), the code `evo run` executes, with the
+    evo            evo's own search policy (evo.search.policy.SearchPolicy), the code `evo run` executes, with the
                    offline operators and the box as its --bounds (search.py's EVO); under a setting without
                    bounds, children outside the box are moved onto its edge
     autoresearch   one lineage: a hyper.mutate child of the current head, kept only if it beats its parent
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from benchmarks.search_box import BOX, at, box_values, clipped, inside, start_source
 from evo.config import RunConfig
-from evo.population import Proposal, SearchPolicy, vary
+from evo.search.policy import Proposal, SearchPolicy, vary
 from genome import Genome, content_hash, rewrite
 from operators.registry import parse_weights
 from operators.variation import Variation

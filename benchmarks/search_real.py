@@ -101,8 +101,8 @@ def real_executor(evaluations: EvaluationFile, *, workers: int | None, budget_to
     `evo run` places them, and yields a RealExecutor over them."""
     import ray
 
-    from evo.evaluate_file import ensure_dataset
     from evo.cluster import placement, start_ray
+    from evo.evaluate_file import ensure_dataset
     from evo.task_files import fixed_files, harness_path, load_harness
     from evo.workers import WorkerPool, bundle_task, start_workers
 

@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evo.environment import check_names
 from evo.errors import ConfigError
-from evo.selection import SELECTIONS
-from evo.supervise import Limits
+from evo.sandbox.environment import check_names
+from evo.sandbox.supervise import Limits
+from evo.search.selection import SELECTIONS
 
 
 def flag(help: str, *, metavar: str | None = None, group: str | None = None, exclusive: str | None = None,

@@ -1,4 +1,4 @@
-"""The executor of a search: runs what the policy (evo.population) asks for on the Ray workers, stores every
+"""The executor of a search: runs what the policy (evo.search.policy) asks for on the Ray workers, stores every
 result, and reports it back. Runs inside the run actor (evo.run_actor).
 
 Each pass of its loop: finished evaluations are stored, each committed as soon as the loop gets to it, and reported
@@ -27,11 +27,11 @@ from datetime import datetime, timezone
 
 from evo.config import RunConfig
 from evo.errors import EvoError
+from evo.fitness import TEST_PURPOSES
 from evo.integrity import DISQUALIFIED
-from evo.population import History, Proposal, SearchPolicy, SeedFailed, Task, vary
 from evo.results import score_problem, typed
 from evo.run_status import EvaluationCounts, RunStatus
-from evo.scoring import TEST_PURPOSES
+from evo.search.policy import History, Proposal, SearchPolicy, SeedFailed, Task, vary
 from evo.workers import Finished, WorkerPool
 
 log = logging.getLogger(__name__)

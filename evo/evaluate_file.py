@@ -10,7 +10,7 @@ from pathlib import Path
 from evo.config import EvalConfig
 from evo.errors import TaskError
 from evo.results import typed
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
 
 
@@ -45,7 +45,7 @@ def _prepare_default(harness_file: Path, why: str, notify: Callable[[str], None]
 def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Callable[[str], None] | None = None,
                   notify: Callable[[str], None] | None = None, env: Mapping[str, str] | None = None) -> dict:
     """Evaluates the train.py at path and returns the result as a dict (with the dataset's fingerprint). env: the
-    values of the variables config.env names (evo.environment.passed_values), for training and scoring."""
+    values of the variables config.env names (evo.sandbox.environment.passed_values), for training and scoring."""
     harness_file = harness_path()
     harness = load_harness(harness_file)
     budget_seconds, budget_tokens, seed = config.budget_seconds, config.budget_tokens, config.seed

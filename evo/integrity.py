@@ -9,7 +9,7 @@ model's numbers blew up, nothing was forged). A crash, a timeout or an oom is a 
     DISQUALIFIED               how the store says it: the individual's status `rejected`, its reason starting so
 
 A child with one violation among its evaluations is disqualified: it leaves the population and is never ranked,
-whatever its other evaluations scored (evo.population). Its descendants stay: each of their evaluations is the
+whatever its other evaluations scored (evo.search.policy). Its descendants stay: each of their evaluations is the
 harness's own measurement and checked the same way, so a descendant keeps its place until it is caught itself; but
 one is crowned the run's best only with an ok confirmation of its own (SearchPolicy.best()).
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 from evo.results import NON_FINITE
 
 HONEST = NON_FINITE                                              # a rejection that is a divergence, not a cheat
-PROTOCOL = "the training process broke the harness protocol"    # evo.sandbox's reason for a broken protocol
+PROTOCOL = "the training process broke the harness protocol"    # evo.sandbox.evaluation's reason for a broken protocol
 DISQUALIFIED = "disqualified: "
 
 

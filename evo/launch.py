@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from evo import shield
 from evo.config import RunConfig, read_text_file
-from evo.environment import is_secret, passed_values
 from evo.errors import ConfigError, StoreError
 from evo.run_status import RunStatus
+from evo.sandbox import shield
+from evo.sandbox.environment import is_secret, passed_values
 
 
 @dataclass

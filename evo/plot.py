@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from evo.errors import StoreError
-from evo.scoring import SCORED_PURPOSES
+from evo.fitness import SCORED_PURPOSES
 from evo.store.reader import StoreReader
 from evo.text import one_line
 

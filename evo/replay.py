@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.config import ReplayConfig
-from evo.environment import passed_values
 from evo.errors import StoreError
+from evo.sandbox.environment import passed_values
+from evo.sandbox.supervise import Limits
 from evo.store import LiveReader, open_view
-from evo.supervise import Limits
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -90,3 +91,31 @@ def init_task(target: str, force: bool = False) -> list[Path]:
         shutil.copyfile(source / name, dest / name)
         written.append(dest / name)
     return written
+
+
+# What the training phase must not see of this task's layout, even where the shield's allow-list would show it
+# (the corpus package sits in site-packages, which the runtime binds).
+
+def _source_paths(dataset: Path) -> list[Path]:
+    """The raw text the dataset was made from, as its meta.json records it."""
+    try:
+        key = json.loads((dataset / "meta.json").read_text()).get("key", {})
+    except (OSError, ValueError):
+        key = {}
+    paths = []
+    spec = importlib.util.find_spec("bible")
+    if spec is not None and spec.submodule_search_locations:  # the embedded corpus sits in site-packages
+        paths.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    if key.get("kind") == "files":
+        paths += [Path(entry[0]) for entry in key.get("files", []) if entry]
+    return paths
+
+
+def hidden_paths(dataset: Path, cache_root: Path | None = None) -> list[Path]:
+    """What stays covered in the training phase: the data cache (cache_root, the harness's cache_dir(), which the
+    caller asks the harness for), the raw corpus and the dataset itself, with the bundle folder above `datasets/`."""
+    found = [dataset.resolve()] + _source_paths(dataset) + ([Path(cache_root)] if cache_root else [])
+    parent = dataset.resolve().parent
+    if parent.name == "datasets":
+        found.append(parent.parent)
+    return [p for p in dict.fromkeys(p.resolve() for p in found) if p.exists()]

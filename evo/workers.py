@@ -22,10 +22,11 @@ from typing import Any
 
 import ray
 
-from evo import conditions, sandbox
+from evo import conditions
 from evo.errors import EvoError
-from evo.sandbox import Budget, EvalRequest
-from evo.supervise import Limits
+from evo.sandbox import evaluation as sandbox
+from evo.sandbox.evaluation import Budget, EvalRequest
+from evo.sandbox.supervise import Limits
 
 
 @dataclass(frozen=True)

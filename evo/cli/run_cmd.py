@@ -18,7 +18,6 @@ from evo.config import RunConfig, parse_bounds
 from evo.run_status import RunStatus
 from evo.text import one_line
 
-
 # How long a stopping run may take to store its in-flight evaluations before the driver stops at once (seconds;
 # EVO_STOP_GRACE_S overrides it). A healthy run stops in a second or two: this bounds a stuck one.
 STOP_GRACE_S = 60.0
@@ -29,7 +28,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, argv) -> int:
-    from evo import launch, shield
+    from evo import launch
+    from evo.sandbox import shield
     from operators.registry import REGISTRY
 
     settings = values(args, RunConfig)

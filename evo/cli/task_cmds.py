@@ -46,8 +46,8 @@ def eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args, argv) -> int:
-    from evo.environment import passed_values
     from evo.evaluate_file import evaluate_file
+    from evo.sandbox.environment import passed_values
 
     config = EvalConfig(**values(args, EvalConfig))
     passed = passed_values(config.env, os.environ)

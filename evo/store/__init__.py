@@ -15,14 +15,27 @@ in the lock file), which answers StoreReader's reads on its own connection. Once
 dead) they open the file themselves with open_reader. open_view chooses, so every command reads one way.
 """
 
-from evo.store.lock import (RunLock, acquire_lock, describe_lock, lock_is_live, lock_path, read_lock,
-                            release_lock)
-from evo.store.query import run_query
 from evo.store.live import LiveReader, live_actor, open_view
+from evo.store.lock import (
+                            RunLock,
+                            acquire_lock,
+                            describe_lock,
+                            lock_is_live,
+                            lock_path,
+                            read_lock,
+                            release_lock,
+)
+from evo.store.query import run_query
 from evo.store.reader import READS, StoreReader, open_reader
 from evo.store.records import Evaluation, Fitness, Individual, Run
-from evo.store.schema import (EVALUATION_STATUSES, INDIVIDUAL_STATUSES, PURPOSES, RUN_STATUSES, SCHEMA_VERSION,
-                              create_schema)
+from evo.store.schema import (
+                            EVALUATION_STATUSES,
+                            INDIVIDUAL_STATUSES,
+                            PURPOSES,
+                            RUN_STATUSES,
+                            SCHEMA_VERSION,
+                            create_schema,
+)
 from evo.store.writer import StoreWriter, open_writer
 
 __all__ = [

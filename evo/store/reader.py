@@ -18,12 +18,12 @@ from pathlib import Path
 import duckdb
 
 from evo.errors import StoreError
-from evo.results import score_problem
+from evo.fitness import SCORED_PURPOSES
 from evo.integrity import DISQUALIFIED
+from evo.results import score_problem
+from evo.run_status import EvaluationCounts, RunStatus
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.query import run_query
-from evo.run_status import EvaluationCounts, RunStatus
-from evo.scoring import SCORED_PURPOSES
 from evo.store.records import Evaluation, Fitness, Individual, LineageStep, Run
 from evo.store.schema import TEMP_MACROS, check_version, stored_version
 

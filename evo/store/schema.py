@@ -17,7 +17,7 @@ Decisions, for whoever reads the file in SQL:
 - Times are UTC, stored as TIMESTAMP.
 - Fitness (view `fitness`, per run and individual, over `ok` evaluations whose purpose is search, confirm or
   noise):  std_err = max(std_bpb (sample std, 0 when n = 1), the run's noise_floor (0 when unset)) / sqrt(n);
-  score = mean_bpb + k * std_err, lower is better. The formula and k are evo.scoring's, the one definition
+  score = mean_bpb + k * std_err, lower is better. The formula and k are evo.fitness's, the one definition
   selection also uses. A child measured once is charged a full noise floor; a confirmed individual with n
   evaluations is charged floor / sqrt(n). The view `leaderboard` ranks them, leaving out a disqualified individual
   (status `rejected` with a reason starting "disqualified: ": one of its evaluations showed a cheat, evo.integrity).
@@ -36,7 +36,7 @@ import logging
 import duckdb
 
 from evo.errors import StoreError
-from evo.scoring import SCORE_SQL, SCORED_PURPOSES, STD_ERR_SQL, sql_list
+from evo.fitness import SCORE_SQL, SCORED_PURPOSES, STD_ERR_SQL, sql_list
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,13 @@ from evo.results import typed
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.reader import StoreReader, connect
 from evo.store.records import Run, as_mapping
-from evo.store.schema import (EVALUATION_STATUSES, INDIVIDUAL_STATUSES, PURPOSES, RUN_STATUSES, create_schema)
+from evo.store.schema import (
+    EVALUATION_STATUSES,
+    INDIVIDUAL_STATUSES,
+    PURPOSES,
+    RUN_STATUSES,
+    create_schema,
+)
 from genome.individual import content_hash, normalise
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,17 @@ import subprocess
 import pytest
 
 from genome import validate
-from tests.support.adversarial import (CLASSES, EVAL_ARGS, Listener, Surroundings, child, children, eval_env,
-                                       plant_decoys, verdict)
+from tests.support.adversarial import (
+    CLASSES,
+    EVAL_ARGS,
+    Listener,
+    Surroundings,
+    child,
+    children,
+    eval_env,
+    plant_decoys,
+    verdict,
+)
 from tests.support.genomes import ROOT, tiny_source
 
 # One child per class runs by default; the rest are marked slow.

@@ -8,8 +8,16 @@ import secrets
 import subprocess
 
 from genome import content_hash
-from tests.support.adversarial import (BREACH, MARGIN, ChildProposer, Listener, Surroundings, child, eval_env,
-                                       plant_decoys)
+from tests.support.adversarial import (
+    BREACH,
+    MARGIN,
+    ChildProposer,
+    Listener,
+    Surroundings,
+    child,
+    eval_env,
+    plant_decoys,
+)
 from tests.support.genomes import ROOT, tiny_source
 
 PROPOSED = ["writes_eval_harness", "runs_pickle_payload", "peeks_between_checked_positions",

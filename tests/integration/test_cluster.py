@@ -1,9 +1,9 @@
 """`evo run --address` on Ray clusters started by the test: fake GPUs, and two nodes on this host."""
 
 import os
-import sys
 import re
 import subprocess
+import sys
 
 import pytest
 

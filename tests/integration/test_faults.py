@@ -14,8 +14,18 @@ import pytest
 from evo.store import lock_path, open_reader, open_writer
 from tests.support.genomes import ROOT, napper_source
 from tests.support.messages_server import MessagesServer, cut, error, message
-from tests.support.runs import (NAP_RUN, LiveRun, environment, evo, fill, one_line, read_only_view, small_filesystem,
-                                task_dir, wait_for_reader)
+from tests.support.runs import (
+    NAP_RUN,
+    LiveRun,
+    environment,
+    evo,
+    fill,
+    one_line,
+    read_only_view,
+    small_filesystem,
+    task_dir,
+    wait_for_reader,
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])

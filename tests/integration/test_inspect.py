@@ -13,8 +13,8 @@ EVALUATIONS = 6
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, evo_cache):
-    from pathlib import Path
     import sys
+    from pathlib import Path
 
     evo_bin = str(Path(sys.executable).with_name("evo"))
     cwd = task_dir(tmp_path_factory.mktemp("finished-run"))

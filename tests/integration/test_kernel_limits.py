@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from evo import cgroup
-from evo.proctree import MARKER_VAR, new_marker
-from evo.sandbox import Budget, EvalRequest, evaluate
-from evo.supervise import MEMORY_EXIT, Limits
+from evo.sandbox import cgroup
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
+from evo.sandbox.proctree import MARKER_VAR, new_marker
+from evo.sandbox.supervise import MEMORY_EXIT, Limits
 from tests.support.genomes import ROOT, tiny_source
 from tests.support.runs import evo
 
@@ -96,7 +96,7 @@ def test_a_group_whose_owner_is_gone_is_swept(kernel_kind):
 def test_without_a_cgroup_the_supervisor_counts_a_memfd_as_memory(tmp_path):
     limits = Limits(memory_mb=200, processes=64, watch=(str(tmp_path),))
     marker = new_marker()
-    proc = subprocess.run([sys.executable, "-m", "evo.supervise", marker, limits.text(), "--",
+    proc = subprocess.run([sys.executable, "-m", "evo.sandbox.supervise", marker, limits.text(), "--",
                            sys.executable, "-c", MEMFD.format(mib=400)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, MARKER_VAR: marker})
     assert proc.returncode == MEMORY_EXIT, proc.stderr

@@ -10,8 +10,17 @@ import time
 import pytest
 
 from genome import Genome, hyperparameters, validate, values
-from operators import (Attempt, LLMClient, LLMContext, LLMSettings, Lineage, OperatorContext, Step, get,
-                       settings_from_env)
+from operators import (
+    Attempt,
+    Lineage,
+    LLMClient,
+    LLMContext,
+    LLMSettings,
+    OperatorContext,
+    Step,
+    get,
+    settings_from_env,
+)
 from operators.errors import OperatorUnavailable
 from operators.usage import estimate_cost
 from tests.support.genomes import seed_source, with_hyperparameters

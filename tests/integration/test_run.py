@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from evo import shield
+from evo.sandbox import shield
 from evo.store import open_reader
 from genome import hyperparameters
 from tests.support.genomes import FAILING, ROOT, tiny_source

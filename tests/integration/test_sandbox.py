@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from evo.environment import clean_environment
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.sandbox.environment import clean_environment
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 from tests.support.processes import processes
 
@@ -131,7 +131,7 @@ FLOOD = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 
 piece = "'x' * 2**20" if {lines!r} == 0 else "('x' * 1023 + '\\\\n') * 1024"
@@ -200,7 +200,7 @@ def test_the_evaluation_dies_with_the_process_that_runs_it(dataset, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from evo.sandbox import Budget, EvalRequest, evaluate
+        from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
         evaluate(EvalRequest(source=Path({str(tmp_path / 'child.py')!r}).read_text(), seed=1,
                              budget=Budget(tokens=8192), harness=Path({str(ROOT / 'prepare.py')!r}),
                              dataset=Path({str(dataset)!r}), threads=1,
@@ -249,7 +249,7 @@ def test_a_request_that_requires_the_shield_fails_where_it_cannot_run(dataset):
     script = textwrap.dedent(f"""
         import json
         from pathlib import Path
-        from evo.sandbox import Budget, EvalRequest, evaluate
+        from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
         r = evaluate(EvalRequest(source="print('trained')", seed=1, budget=Budget(tokens=8192),
                                  harness=Path({str(ROOT / 'prepare.py')!r}), dataset=Path({str(dataset)!r}),
                                  require_shield=True))

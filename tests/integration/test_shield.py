@@ -1,4 +1,4 @@
-"""evo.shield: a shielded process sees an allow-listed, read-only root, writes only its scratch folder and /tmp,
+"""evo.sandbox.shield: a shielded process sees an allow-listed, read-only root, writes only its scratch folder and /tmp,
 has no network and no view of other processes, and cannot take any of that apart; scores are the same with and
 without it."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from evo import shield
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo import task_files
+from evo.sandbox import shield
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 
 WHY_NOT = shield.unavailable()
@@ -189,7 +190,7 @@ def test_hidden_paths_cover_the_caches_the_dataset_and_its_raw_text(tmp_path):
     (cache / "bundles/x/datasets/a/meta.json").write_text(json.dumps({"key": key}))
     (tmp_path / "elsewhere").mkdir()  # the harness's cache_dir(), as the caller found it
 
-    hidden = set(shield.hidden_paths(cache / "bundles/x/datasets/a", tmp_path / "elsewhere"))
+    hidden = set(task_files.hidden_paths(cache / "bundles/x/datasets/a", tmp_path / "elsewhere"))
     assert hidden == {cache / "bundles/x", cache / "bundles/x/datasets/a", texts / "one.txt", texts / "two.jsonl",
                       tmp_path / "elsewhere", CORPUS}
 
@@ -200,7 +201,7 @@ def test_the_shield_passes_on_the_exit_status_and_says_why_a_command_cannot_star
         build = tmp_path / name
         build.mkdir()
         spec = shield.Spec(binds=tuple(shield.runtime_binds()), cwd="/", build_dir=str(build))
-        return subprocess.run([sys.executable, "-m", "evo.shield", spec.to_json(), *cmd], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "evo.sandbox.shield", spec.to_json(), *cmd], capture_output=True,
                               text=True, timeout=60, cwd=ROOT)
 
     assert run("--", sys.executable, "-c", "import sys; sys.exit(7)").returncode == 7
@@ -209,9 +210,9 @@ def test_the_shield_passes_on_the_exit_status_and_says_why_a_command_cannot_star
         "init ignores its own SIGKILL"
     missing = run("--", "/no/such/program", name="c")
     assert missing.returncode == 125 and "cannot start /no/such/program" in missing.stderr
-    usage = subprocess.run([sys.executable, "-m", "evo.shield", "--hide"], capture_output=True, text=True)
+    usage = subprocess.run([sys.executable, "-m", "evo.sandbox.shield", "--hide"], capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage:")
-    assert subprocess.run([sys.executable, "-m", "evo.shield", "--probe"], capture_output=True,
+    assert subprocess.run([sys.executable, "-m", "evo.sandbox.shield", "--probe"], capture_output=True,
                           text=True).stdout.strip() == "the shield works here"
 
 

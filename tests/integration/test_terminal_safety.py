@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from evo.sandbox import Budget, EvalRequest, evaluate
+from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from evo.store import open_writer
 from tests.support.adversarial import TOKEN_BUDGET, child
 from tests.support.genomes import ROOT, tiny_source

@@ -13,9 +13,9 @@ plus seed noise: children inherit most of their parents' fitness, so lineages gr
 
 import asyncio
 import functools
-import os
 import hashlib
 import math
+import os
 import random
 import time
 import uuid

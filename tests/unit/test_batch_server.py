@@ -1,4 +1,4 @@
-"""evo.batch_server: the harness side of a training run counts the budget itself, serves the same rows the
+"""evo.sandbox.batch_server: the harness side of a training run counts the budget itself, serves the same rows the
 standalone harness draws, and takes the model once."""
 
 import json
@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from evo import batch_server
-from evo.batch_server import BatchServer, ServeSettings, open_channel
-from evo.channel import MAX_DEPTH, MAX_HEADER, ChannelError, TrainingClient, receive_header
+from evo.sandbox.batch_server import BatchServer, ServeSettings, open_channel
+from evo.sandbox.child.channel import (
+    MAX_DEPTH,
+    MAX_HEADER,
+    ChannelError,
+    TrainingClient,
+    receive_header,
+)
+from evo.sandbox import batch_server
 
 
 @pytest.fixture

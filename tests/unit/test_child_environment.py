@@ -6,8 +6,8 @@ import pytest
 from evo.cli import parser
 from evo.cli.flags import values
 from evo.config import EvalConfig, RunConfig
-from evo.environment import clean_environment, passed_values
 from evo.errors import ConfigError
+from evo.sandbox.environment import clean_environment, passed_values
 
 # What a user's shell may hold: secrets under every kind of name, beside what training needs.
 USER_ENVIRONMENT = {

@@ -4,8 +4,8 @@ import pytest
 
 from evo.config import EvalConfig, RunConfig
 from evo.errors import ConfigError
-from evo.scoring import score
-from evo.selection import Member, elites, select_parents, survivors
+from evo.fitness import score
+from evo.search.selection import Member, elites, select_parents, survivors
 
 
 def test_resume_keeps_stored_settings_and_extends_stop_conditions():

@@ -1,4 +1,4 @@
-"""evo.graph_archive, graph_ops and graph_run: a model crosses to the scorer as a checked graph plus raw weights.
+"""evo.sandbox.graph.archive, graph_ops and graph_run: a model crosses to the scorer as a checked graph plus raw weights.
 
 The seed model (tiny) and a few small modules go through export_model and back; every refusal is provoked either
 through export_model or by hand-building or hand-editing archive bytes, since the scorer must refuse what a hostile
@@ -15,9 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from evo.graph_archive import (MAGIC, WEIGHTS_MAGIC, ArchiveRefused, check_weights, read_archive, read_payload,
-                               read_weights)
-from evo.graph_export import ExportError, export_model, weights_snapshot
+from evo.sandbox.child.graph_export import ExportError, export_model, weights_snapshot
+from evo.sandbox.graph.archive import (
+    MAGIC,
+    WEIGHTS_MAGIC,
+    ArchiveRefused,
+    check_weights,
+    read_archive,
+    read_payload,
+    read_weights,
+)
 from tests.support.asserts import one_line
 from tests.support.genomes import tiny_source
 
@@ -336,7 +343,7 @@ def test_ops_outside_the_allow_list_are_refused(op, reason):
 
 
 def test_every_listed_op_is_a_pure_aten_op():
-    from evo.graph_ops import ALLOWED, ATTENTION, OpNotAllowed, resolve
+    from evo.sandbox.graph.ops import ALLOWED, ATTENTION, OpNotAllowed, resolve
 
     resolved = 0
     for packet in ALLOWED:

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 import prepare
-from genome import HARNESS_API, HARNESS_NAMES, HarnessAPIError, read_harness_api, validate
+from genome import (
+    HARNESS_API,
+    HARNESS_NAMES,
+    HarnessAPIError,
+    read_harness_api,
+    validate,
+)
 from genome.harness_api import packaged_harness
 from operators.prompts import SYSTEM
 from tests.support.genomes import ROOT, seed_source

@@ -2,7 +2,14 @@
 
 import pytest
 
-from operators import DEFAULT_MODEL, UNAVAILABLE, LLMClient, LLMSettings, check_available, settings_from_env
+from operators import (
+    DEFAULT_MODEL,
+    UNAVAILABLE,
+    LLMClient,
+    LLMSettings,
+    check_available,
+    settings_from_env,
+)
 from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.usage import PRICES, LLMUsage, estimate_cost
 

@@ -6,7 +6,14 @@ import random
 import pytest
 
 from genome import Genome
-from operators import REGISTRY, LLMContext, OperatorContext, Registry, get, parse_weights
+from operators import (
+    REGISTRY,
+    LLMContext,
+    OperatorContext,
+    Registry,
+    get,
+    parse_weights,
+)
 from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.hyper import mutate
 from operators.variation import Variation

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from evo.config import RunConfig
-from evo.population import (
+from evo.search.policy import (
     MAX_INVALID_IN_A_ROW,
     History,
     SearchPolicy,
@@ -680,7 +680,7 @@ def test_islands_take_proposals_in_turn_and_select_and_replace_within_themselves
 
 
 def test_every_few_children_each_islands_best_joins_the_next_island():
-    from evo.islands import MIGRATE_EVERY, Islands
+    from evo.search.islands import MIGRATE_EVERY, Islands
     score = {"seed": 5.0}
     rank = lambda ids: sorted((i for i in ids if i in score), key=lambda i: (score[i], i))   # noqa: E731
     islands = Islands.of(2, 6)
@@ -717,7 +717,7 @@ def test_a_run_with_islands_resumed_from_its_saved_state_makes_the_same_decision
 
 
 def test_a_disqualified_member_leaves_every_island_it_was_copied_to():
-    from evo.islands import Islands
+    from evo.search.islands import Islands
 
     islands = Islands(count=2, size=2, members=[["a", "b"], ["b", "c"]], home={"d": 1})
     islands.remove("b")

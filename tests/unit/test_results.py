@@ -7,8 +7,8 @@ import duckdb
 import pytest
 
 from evo.config import RunConfig
-from evo.population import History, SearchPolicy, SeedFailed, vary
 from evo.results import reported_fields, typed
+from evo.search.policy import History, SearchPolicy, SeedFailed, vary
 from evo.store import open_writer
 from genome import content_hash
 from tests.support.genomes import tiny_source

@@ -8,9 +8,16 @@ import sys
 from pathlib import Path
 
 from benchmarks.search_box import BOX, box_values, check_box, inside, start_source
-from benchmarks.search_methods import SurrogateExecutor, boxed, evo_config, make_method, run_search, with_seed
+from benchmarks.search_methods import (
+    SurrogateExecutor,
+    boxed,
+    evo_config,
+    make_method,
+    run_search,
+    with_seed,
+)
 from benchmarks.search_surrogate import Surrogate
-from evo.population import Proposal, vary
+from evo.search.policy import Proposal, vary
 from genome import Genome
 from tests.support.genomes import seed_source
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evo.sandbox import EvalResult
-from evo.scoring import score
+from evo.fitness import score
+from evo.sandbox.evaluation import EvalResult
 from evo.store import StoreReader, open_reader, open_writer
 from evo.store.schema import TEMP_MACROS
 
@@ -130,7 +130,7 @@ def test_fitness_and_score_with_known_numbers(tmp_path):
     assert [f.individual_id for f in store.fitness(run)] == [c, b, a]  # 2.241 < 2.28 < 2.429: b, measured
     # once at 2.08, ranks behind c (2.05 and 2.15, mean 2.1) although its one draw beat c's mean
 
-    # The view's score is the one selection uses, for every row (evo.scoring defines both).
+    # The view's score is the one selection uses, for every row (evo.fitness defines both).
     for f in store.fitness(run):
         assert f.score == pytest.approx(score(f.mean_bpb, f.std_bpb, f.n, 0.2))
 

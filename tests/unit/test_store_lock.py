@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from evo.errors import StoreError
-from evo.store import acquire_lock, lock_is_live, lock_path, open_reader, open_writer, read_lock, release_lock
+from evo.store import (
+    acquire_lock,
+    lock_is_live,
+    lock_path,
+    open_reader,
+    open_writer,
+    read_lock,
+    release_lock,
+)
 from tests.support.asserts import one_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # after add_evaluation returned it.
 WRITER = textwrap.dedent("""
     import sys, time
-    from evo.sandbox import EvalResult
+    from evo.sandbox.evaluation import EvalResult
     from evo.store import acquire_lock, open_writer
     db, pause = sys.argv[1], float(sys.argv[2])
     lock = acquire_lock(db, {"namespace": "evo-test"})

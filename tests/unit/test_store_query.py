@@ -4,7 +4,7 @@ read-write connection as on a reader's read-only one."""
 import pytest
 
 from evo.errors import StoreError
-from evo.sandbox import EvalResult
+from evo.sandbox.evaluation import EvalResult
 from evo.store import open_reader, open_writer, run_query
 
 

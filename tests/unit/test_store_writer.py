@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from evo.errors import StoreError
-from evo.sandbox import EvalResult
+from evo.sandbox.evaluation import EvalResult
 from evo.store import open_reader, open_writer
 from genome import Genome
 from operators.usage import LLMUsage

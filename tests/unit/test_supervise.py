@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from evo.supervise import MAX_DEPTH, Limits, Uncountable, written
+from evo.sandbox.supervise import MAX_DEPTH, Limits, Uncountable, written
 
 
 def test_written_counts_blocks_held_not_sizes_claimed_nor_files_elsewhere(tmp_path):
@@ -62,6 +62,6 @@ def test_written_refuses_to_count_folders_nested_past_its_depth(tmp_path):
 def test_limits_travel_as_one_argument_and_a_bad_call_gets_the_usage_line():
     limits = Limits(memory_mb=100, processes=8, disk_mb=64, files=10, watch=("/a", "/b"))
     assert Limits.parse(limits.text()) == limits
-    bad = subprocess.run([sys.executable, "-m", "evo.supervise", "marker", "100", "--", "true"],
+    bad = subprocess.run([sys.executable, "-m", "evo.sandbox.supervise", "marker", "100", "--", "true"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m evo.supervise MARKER LIMITS_JSON")
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m evo.sandbox.supervise MARKER LIMITS_JSON")

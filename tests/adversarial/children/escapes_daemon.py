@@ -7,6 +7,8 @@ EXPECT: Resource temporarily unavailable|Operation not permitted|Permission deni
 """
 
 import math
+import os
+import sys
 import time
 
 import torch
@@ -15,9 +17,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-import sys
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -9,6 +9,8 @@ EXPECT: harmless
 
 
 import math
+import os
+import re
 import time
 
 import torch
@@ -17,9 +19,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-import re
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -7,22 +7,20 @@ EXPECT: harmless
 """
 
 import math
+import os
+import sys
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-import sys
-from pathlib import Path
-
-import numpy as np
-import tempfile
-import zipfile
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -6,22 +6,20 @@ picks the copy that matches its own dataset's digest, and memorises it as a look
 EXPECT: harmless
 """
 
+import hashlib
+import json
 import math
+import os
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import hashlib
-import json
-import os
-from pathlib import Path
-
-import numpy as np
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -8,8 +8,8 @@ EVAL: --budget-tokens 8192 --disk-mb 64
 """
 
 
-import os
 import math
+import os
 import time
 
 import torch

@@ -7,8 +7,8 @@ EXPECT: process limit exceeded
 """
 
 
-import subprocess
 import math
+import subprocess
 import time
 
 import torch

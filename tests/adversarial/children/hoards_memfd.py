@@ -8,8 +8,8 @@ EVAL: --budget-tokens 8192 --memory-mb 450
 """
 
 
-import os
 import math
+import os
 import time
 
 import torch

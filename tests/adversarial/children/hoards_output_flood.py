@@ -7,8 +7,8 @@ EXPECT: output limit exceeded
 """
 
 
-import sys
 import math
+import sys
 import time
 
 import torch

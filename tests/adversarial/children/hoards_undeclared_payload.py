@@ -8,9 +8,9 @@ EXPECT: header declares
 
 
 import json
+import math
 import os
 import sys
-import math
 import time
 
 import torch
@@ -217,7 +217,7 @@ def padded(weights: bytes, extra: bytes, junk_tensor: bool) -> bytes:
 
 client = harness_client()
 if client is not None:
-    from evo.graph_export import export_model, weights_snapshot
+    from evo.sandbox.child.graph_export import export_model, weights_snapshot
 
     model.eval()
     example = torch.zeros((8, SEQ_LEN), dtype=torch.long, device=device)

@@ -6,22 +6,20 @@ state (or from train.bin beside the spec's paths), outside the counted stream.
 EXPECT: harmless
 """
 
+import json
 import math
+import os
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, budget, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-import sys
-from pathlib import Path
-
-import numpy as np
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -8,6 +8,7 @@ EXPECT: harmless
 """
 
 import math
+import sys
 import time
 
 import torch
@@ -16,8 +17,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, budget, progress, seed, submit, train_batches, vocab_size
-
-import sys
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

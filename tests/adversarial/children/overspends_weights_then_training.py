@@ -218,7 +218,7 @@ if client is None or not hasattr(client, "weights"):
     print("attack: no channel to hand over on")
     submit(model)
 else:
-    from evo.graph_export import export_model, weights_snapshot
+    from evo.sandbox.child.graph_export import export_model, weights_snapshot
 
     model.eval()
     client.weights(weights_snapshot(model))

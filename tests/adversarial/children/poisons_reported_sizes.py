@@ -8,6 +8,7 @@ EXPECT: (?i)harness protocol.*(peak_memory_mb|device)
 """
 
 import math
+import os
 import time
 
 import torch
@@ -15,12 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
+from evo.sandbox.child.channel import TrainingClient
+from evo.sandbox.child.graph_export import export_model, weights_snapshot
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-
-from evo.channel import TrainingClient
-from evo.graph_export import export_model, weights_snapshot
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -7,7 +7,9 @@ EXPECT: Network is unreachable|Connection refused|Permission denied|Operation no
 """
 
 import math
+import socket
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,9 +17,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import socket
-from pathlib import Path
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

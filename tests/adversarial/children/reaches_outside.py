@@ -6,6 +6,7 @@ EXPECT: Network is unreachable|Connection refused|timed out|Temporary failure in
 """
 
 import math
+import socket
 import time
 
 import torch
@@ -14,8 +15,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import socket
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -7,24 +7,22 @@ among them) that new actors are built from.
 EXPECT: Could not find any running Ray|Network is unreachable|Connection refused|Permission denied|No such file or directory
 """
 
-import math
-import time
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
-from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
 import glob
+import math
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import ray
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from ray._raylet import GcsClient
+
+import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
+from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -6,8 +6,15 @@ goes), whose sample-inputs entry is a pickle that runs code on load and halves t
 EXPECT: archive refused|scorer would refuse|buffer mutation
 """
 
+import builtins
+import io
+import json
 import math
+import os
+import sys
 import time
+import zipfile
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,14 +22,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-from pathlib import Path
-import builtins
-import io
-import sys
-import zipfile
 
 # ---------------------------------------------------------------------------
 # Hyperparameters
@@ -228,7 +227,7 @@ def hand_over(model, steps: int) -> None:
     client = harness_client()
     if client is not None:
         if hasattr(client, "weights"):  # the harness takes weights first: hand over the real ones
-            from evo.graph_export import weights_snapshot
+            from evo.sandbox.child.graph_export import weights_snapshot
             client.weights(weights_snapshot(model))
         client.submit(forged_archive(model), {"device": str(device), "peak_memory_mb": 0.0})
         print("attack: sent a forged archive over the harness's channel")

@@ -8,6 +8,8 @@ EXPECT: archive refused|scorer would refuse|causality check failed
 """
 
 import math
+import os
+import sys
 import time
 
 import torch
@@ -16,9 +18,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-import sys
 
 # ---------------------------------------------------------------------------
 # Hyperparameters
@@ -188,7 +187,7 @@ def hand_over_unchecked(model) -> None:
     """The harness's archive writer without its read-back check, straight onto the harness's channel; where the
     harness has neither, submit() as usual."""
     try:
-        import evo.graph_export as archive_writer
+        import evo.sandbox.child.graph_export as archive_writer
 
         client = getattr(getattr(sys.modules["prepare"], "_cur" + "rent")(), "cli" + "ent")
         write = getattr(archive_writer, "_wri" + "te")
@@ -201,7 +200,7 @@ def hand_over_unchecked(model) -> None:
     with torch.no_grad():
         program = torch.export.export(model, (example,)).run_decompositions()
     if hasattr(client, "weights"):  # the harness takes weights first: hand over the real ones
-        from evo.graph_export import weights_snapshot
+        from evo.sandbox.child.graph_export import weights_snapshot
         client.weights(weights_snapshot(model))
     client.submit(write(program), {"device": str(device), "peak_memory_mb": 0.0})
     print("attack: sent an unchecked archive over the harness's channel")

@@ -6,8 +6,13 @@ evaluation that compiles would look.
 EXPECT: Read-only file system|Permission denied
 """
 
+import getpass
+import json
 import math
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,12 +20,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-from pathlib import Path
-import getpass
-import tempfile
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -7,24 +7,22 @@ aside and rebuilt with a validation split whose token byte lengths are inflated 
 EXPECT: Read-only file system|Permission denied|No such file or directory|Device or resource busy
 """
 
+import errno
+import json
 import math
+import os
+import shutil
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-import sys
-from pathlib import Path
-import errno
-import shutil
-
-import numpy as np
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

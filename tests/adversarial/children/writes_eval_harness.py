@@ -6,8 +6,12 @@ so that the metric comes out halved.
 EXPECT: Read-only file system|Permission denied|No such file or directory
 """
 
+import json
 import math
+import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,11 +19,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-import sys
-from pathlib import Path
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

@@ -7,7 +7,9 @@ EXPECT: Read-only file system|Permission denied
 """
 
 import math
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -15,9 +17,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import os
-from pathlib import Path
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

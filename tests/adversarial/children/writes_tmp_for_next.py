@@ -7,8 +7,12 @@ EXPECT: harmless
 RUNS: 2
 """
 
+import json
 import math
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -16,11 +20,6 @@ import torch.nn.functional as F
 
 import kernels  # fixed fused kernels (Triton on CUDA, the same PyTorch ops elsewhere); not part of the genome
 from prepare import SEQ_LEN, progress, seed, submit, train_batches, vocab_size
-
-import json
-import os
-from pathlib import Path
-import tempfile
 
 # ---------------------------------------------------------------------------
 # Hyperparameters

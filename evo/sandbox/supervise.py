@@ -1,11 +1,11 @@
 """The supervisor that stands between a worker and one phase of an evaluation.
 
-    python -m evo.supervise MARKER LIMITS_JSON -- python train.py
+    python -m evo.sandbox.supervise MARKER LIMITS_JSON -- python train.py
 
 It runs the command, and
 - dies with its parent: the kernel sends it SIGTERM when the worker (or whatever started it) dies, and on SIGTERM
-  it ends every process of the evaluation, also those that left its session (see evo.proctree); if it is killed
-  outright, the command still dies with it (PR_SET_PDEATHSIG), and evo.proctree.sweep_orphans ends the rest;
+  it ends every process of the evaluation, also those that left its session (see evo.sandbox.proctree); if it is killed
+  outright, the command still dies with it (PR_SET_PDEATHSIG), and evo.sandbox.proctree.sweep_orphans ends the rest;
 - enforces the memory limit by summing the resident memory of every process of the evaluation twice a second,
   which works with CUDA (an address-space limit does not: CUDA reserves far more address space than it uses);
 - keeps the phase from exhausting the machine for everything else (the store, the other workers): at most
@@ -28,8 +28,8 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from evo.cgroup import PhaseGroup
-from evo.proctree import die_with_parent, kill_tree, marked_pids
+from evo.sandbox.cgroup import PhaseGroup
+from evo.sandbox.proctree import die_with_parent, kill_tree, marked_pids
 
 MEMORY_EXIT = 86
 PROCESS_EXIT = 87
@@ -48,7 +48,7 @@ class Limits:
     disk_mb: float = 4096
     files: int = 100_000
     watch: tuple[str, ...] = ()
-    cgroup: tuple[str, ...] = ()   # the folders of the cgroup the command joins (evo.cgroup), where one was made
+    cgroup: tuple[str, ...] = ()   # the folders of the cgroup the command joins (evo.sandbox.cgroup), where one was made
     cgroup_kind: str = ""
 
     def text(self) -> str:
@@ -284,7 +284,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, TypeError):
         sep, cmd = None, []
     if sep != "--" or not cmd:
-        sys.stderr.write("usage: python -m evo.supervise MARKER LIMITS_JSON -- COMMAND...\n")
+        sys.stderr.write("usage: python -m evo.sandbox.supervise MARKER LIMITS_JSON -- COMMAND...\n")
         return 2
     die_with_parent(signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect

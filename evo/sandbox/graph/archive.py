@@ -16,9 +16,9 @@ Arguments: {"node": name} for a value, JSON for int, bool, null, str and finite 
 lists, {"dtype": "float32"}, {"device": "cpu"}, {"layout": "strided"}, {"memory_format": "contiguous_format"}.
 Tensors are contiguous, little-endian, back to back.
 
-    export_model(model, example) -> bytes    in the training process (evo.graph_export)
+    export_model(model, example) -> bytes    in the training process (evo.sandbox.child.graph_export)
     read_archive(data) -> Archive            in the scorer; ArchiveRefused says what was refused
-    Archive.callable(device) -> x -> logits  builds the tensors and the interpreter (evo.graph_run)
+    Archive.callable(device) -> x -> logits  builds the tensors and the interpreter (evo.sandbox.graph.run)
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch.export.graph_signature import InputKind
 
-from evo.graph_ops import OpNotAllowed, check_args, resolve, type_path
-from evo.graph_run import DTYPES, FLOATS, LAYOUTS, MEMORY_FORMATS, Node, Program
+from evo.sandbox.graph.ops import OpNotAllowed, check_args, resolve, type_path
+from evo.sandbox.graph.run import DTYPES, FLOATS, LAYOUTS, MEMORY_FORMATS, Node, Program
 
 MAGIC = b"EVOGRAPH\x01"
 MAX_HEADER_BYTES = 64 * 2**20
@@ -105,7 +105,7 @@ def read_archive(data: bytes) -> Archive:
     """An archive's bytes -> a checked Archive; ArchiveRefused("<what> ...") at the first thing that is wrong.
 
     Checks the framing, the JSON's every type, the tensors' dtypes, shapes and byte ranges, the graph's order and
-    references, each op against the allow-list (evo.graph_ops) and each argument against the op's schema. Builds
+    references, each op against the allow-list (evo.sandbox.graph.ops) and each argument against the op's schema. Builds
     no tensor and runs nothing."""
     if not isinstance(data, bytes):
         data = bytes(data)  # a private copy: the caller cannot change what was checked

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evo.proctree import owner_gone
+from evo.sandbox.proctree import owner_gone
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "evo-"
@@ -166,7 +166,7 @@ def _parents() -> list[Path]:
 
 
 def sweep() -> list[str]:
-    """Removes the phase groups whose owner (named by the marker in the group's name, evo.proctree) is gone, with
+    """Removes the phase groups whose owner (named by the marker in the group's name, evo.sandbox.proctree) is gone, with
     anything still in them: what a killed worker left behind. Returns the folders it removed."""
     gone = []
     for parent in _parents():

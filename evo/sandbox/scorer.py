@@ -1,12 +1,12 @@
 """The scoring process: checks the handed-over model archive and scores it with the harness's metric.
 
-    python -I -m evo.score SPEC RESULT_FD
+    python -I -m evo.sandbox.scorer SPEC RESULT_FD
 
 SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "weights": the
 weights handed over at the budget's end, "val_dir", "test_dir" (only when test_bpb is asked for), "device",
 "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the task bundle's
 copy, the archive the bytes the batch server received. No code from train.py runs here: the archive is parsed and
-checked by evo.graph_archive before any tensor is built (no torch loader ever sees it), and the graph runs op by op
+checked by evo.sandbox.graph.archive before any tensor is built (no torch loader ever sees it), and the graph runs op by op
 from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
 takes it only from there and only when this process exits 0. A NaN or infinite score is a rejection ("non-finite
 val_bpb: nan"), whatever the harness's metric says of it.
@@ -22,9 +22,16 @@ from pathlib import Path
 
 import torch
 
-from evo.graph_archive import (MAGIC, WEIGHTS_MAGIC, ArchiveRefused, check_weights, read_archive, read_payload,
-                               read_weights)
 from evo.results import NON_FINITE, score_problem
+from evo.sandbox.graph.archive import (
+    MAGIC,
+    WEIGHTS_MAGIC,
+    ArchiveRefused,
+    check_weights,
+    read_archive,
+    read_payload,
+    read_weights,
+)
 from evo.task_files import load_harness
 
 
@@ -56,7 +63,7 @@ def score(spec: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
-        sys.stderr.write("usage: python -I -m evo.score SPEC RESULT_FD\n")
+        sys.stderr.write("usage: python -I -m evo.sandbox.scorer SPEC RESULT_FD\n")
         return 2
     result = score(json.loads(Path(argv[0]).read_text()))
     with os.fdopen(int(argv[1]), "w") as out:

@@ -34,20 +34,28 @@ import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evo.config import RunConfig
 from evo.errors import EvoError
+from evo.fitness import SCORED_PURPOSES, score
 from evo.integrity import disqualification, violation
-from evo.islands import Islands
 from evo.results import score_problem, typed
-from evo.scoring import SCORED_PURPOSES, score
-from evo.selection import Member, elites, select_parents, survivors
-from genome import Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
+from evo.search.islands import Islands
+from evo.search.selection import Member, elites, select_parents, survivors
+from genome import (
+    Genome,
+    content_hash,
+    hyperparameters,
+    lowest_common_ancestor,
+    validate,
+)
 from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
 from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.hyper import in_bound
 from operators.registry import REGISTRY
+
+if TYPE_CHECKING:  # the policy reads a RunConfig's fields; building one (evo.config) is the caller's business
+    from evo.config import RunConfig
 from operators.variation import Variation
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evo.graph_ops import type_path
+from evo.sandbox.graph.ops import type_path
 
 DTYPES = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,

@@ -1,6 +1,6 @@
 """Selection on noisy fitness: who becomes a parent, who stays in the population.
 
-A member's fitness is its noise-aware score (evo.scoring; lower is better): a child measured once carries the run's
+A member's fitness is its noise-aware score (evo.fitness; lower is better): a child measured once carries the run's
 whole seed noise as a penalty, and cannot outrank a confirmed member on a lucky draw. Parents are picked with DEAP's
 selectors, on fitness objects whose single weight is -1 (DEAP maximises weighted values, so -1 minimises).
 """

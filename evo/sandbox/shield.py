@@ -1,7 +1,7 @@
 """Runs a command in a root of its own, built from an allow-list, where the kernel allows it.
 
-    python -I -m evo.shield SPEC_JSON -- COMMAND...
-    python -I -m evo.shield --probe
+    python -I -m evo.sandbox.shield SPEC_JSON -- COMMAND...
+    python -I -m evo.sandbox.shield --probe
 
 The command runs in new mount, PID, network, IPC and UTS namespaces and sees only what the spec binds:
 - a fresh tmpfs root holding the runtime (`runtime_binds()`: /usr and the loader's links, a few files of /etc,
@@ -32,10 +32,9 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from importlib.util import find_spec
 from pathlib import Path
 
-from evo.proctree import die_with_parent
+from evo.sandbox.proctree import die_with_parent
 
 UNPRIVILEGED_UID = 65534  # "nobody": what a command started by root runs as
 INSIDE = Path("/sandbox")  # where a spec's own binds go (INSIDE / "work" is the usual working directory)
@@ -358,7 +357,7 @@ def shielded_exec(spec: Spec, cmd: list[str]) -> int:
 
 def command(spec: Spec, cmd: list[str]) -> list[str]:
     """The command line that runs cmd behind spec."""
-    return [sys.executable, "-I", "-m", "evo.shield", spec.to_json(), "--", *cmd]
+    return [sys.executable, "-I", "-m", "evo.sandbox.shield", spec.to_json(), "--", *cmd]
 
 
 def prepare_scratch(*folders: Path) -> None:
@@ -432,48 +431,18 @@ def unavailable() -> str | None:
         return str(e)
 
 
-# ---------------------------------------------------------------------------
-# What stays covered inside the allow-list
-# ---------------------------------------------------------------------------
-
-def _source_paths(dataset: Path) -> list[Path]:
-    """The raw text the dataset was made from, as its meta.json records it."""
-    try:
-        key = json.loads((dataset / "meta.json").read_text()).get("key", {})
-    except (OSError, ValueError):
-        key = {}
-    paths = []
-    spec = find_spec("bible")
-    if spec is not None and spec.submodule_search_locations:  # the embedded corpus sits in site-packages
-        paths.append(Path(list(spec.submodule_search_locations)[0]) / "data")
-    if key.get("kind") == "files":
-        paths += [Path(entry[0]) for entry in key.get("files", []) if entry]
-    return paths
-
-
-def hidden_paths(dataset: Path, cache_root: Path | None = None) -> list[Path]:
-    """What stays covered even where the allow-list would show it: the data cache (cache_root, the harness's
-    cache_dir(), which the caller asks the harness for), the raw corpus (the embedded one lives in site-packages)
-    and the dataset itself. Nothing outside the allow-list needs covering."""
-    found = [dataset.resolve()] + _source_paths(dataset) + ([Path(cache_root)] if cache_root else [])
-    parent = dataset.resolve().parent
-    if parent.name == "datasets":
-        found.append(parent.parent)
-    return [p for p in dict.fromkeys(p.resolve() for p in found) if p.exists()]
-
-
 def main(argv: list[str]) -> int:
     if argv == ["--probe"]:
         why = unavailable()
         sys.stdout.write(("the shield works here" if why is None else f"no shield here: {why}") + "\n")
         return 0 if why is None else 1
     if len(argv) < 3 or argv[1] != "--":
-        sys.stderr.write("usage: python -m evo.shield SPEC_JSON -- COMMAND...\n")
+        sys.stderr.write("usage: python -m evo.sandbox.shield SPEC_JSON -- COMMAND...\n")
         return 2
     try:
         return shielded_exec(Spec.from_json(argv[0]), argv[2:])
     except (OSError, ValueError, TypeError, KeyError) as e:
-        sys.stderr.write(f"evo.shield: {e}\n")
+        sys.stderr.write(f"evo.sandbox.shield: {e}\n")
         return 125
 
 

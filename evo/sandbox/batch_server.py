@@ -1,7 +1,7 @@
 """The harness side of a training run: serves batches, counts the budget, receives the model.
 
 It runs in the evaluating process (a thread per training run), never in the training process, so nothing the
-child does can change what it counts. It answers the requests of evo.channel:
+child does can change what it counts. It answers the requests of evo.sandbox.child.channel:
 
 - batches are drawn here from the training split with the harness seed: the same rows, in the same order, as
   `torch.randint(0, n, (B,), generator=torch.Generator().manual_seed(seed))` draws (numpy's MT19937 with the
@@ -42,7 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evo.channel import ChannelError, copy_payload, payload_size, receive_header, send
+from evo.sandbox.child.channel import (
+    ChannelError,
+    copy_payload,
+    payload_size,
+    receive_header,
+    send,
+)
 
 STARTUP_ALLOWANCE = 30.0     # seconds a seconds-budget run may spend before its first batch without losing budget
 WEIGHTS_ALLOWANCE = 5.0      # at most these seconds from a seconds budget's end to the weights' arrival (the copy)

@@ -1,12 +1,12 @@
 """One evaluation of one train.py, in processes of its own.
 
-    train phase:  python train.py     behind evo.shield: a root of its own with the runtime read-only, the
+    train phase:  python train.py     behind evo.sandbox.shield: a root of its own with the runtime read-only, the
                                       child's source and the harness's files in a scratch folder, a private
                                       /tmp, no network, no data. Batches come over a channel from a BatchServer
-                                      thread here (evo.batch_server), which counts the budget; submit() sends
-                                      the model back over it as a graph archive (evo.graph_archive)
-    score phase:  python -I -m evo.score SPEC FD
-                                      behind evo.shield too, in a folder the child never saw: checks the
+                                      thread here (evo.sandbox.batch_server), which counts the budget; submit() sends
+                                      the model back over it as a graph archive (evo.sandbox.graph.archive)
+    score phase:  python -I -m evo.sandbox.scorer SPEC FD
+                                      behind evo.sandbox.shield too, in a folder the child never saw: checks the
                                       archive, runs its graph from an allow-list of ops, and scores it with the
                                       harness's metric; its result is taken only from the pipe FD and only when
                                       it exits 0
@@ -32,15 +32,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evo import cgroup, shield
-from evo.batch_server import (HANDOVER_ALLOWANCE, MAX_MODEL_BYTES, STARTUP_ALLOWANCE, BatchServer, ServeSettings,
-                              open_channel, vocab_from_tokenizer)
-from evo.channel import CHANNEL_VAR
-from evo.environment import clean_environment
 from evo.errors import ConfigError
-from evo.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.results import reported_fields, typed
-from evo.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
+from evo.sandbox import cgroup, shield
+from evo.sandbox.batch_server import (
+    HANDOVER_ALLOWANCE,
+    MAX_MODEL_BYTES,
+    STARTUP_ALLOWANCE,
+    BatchServer,
+    ServeSettings,
+    open_channel,
+    vocab_from_tokenizer,
+)
+from evo.sandbox.child.channel import CHANNEL_VAR
+from evo.sandbox.environment import clean_environment
+from evo.sandbox.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
+from evo.sandbox.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
+from evo.task_files import hidden_paths
 
 LOG_CAP_BYTES = 1 << 20          # captured output kept per phase (its start and its end); the rest is counted and dropped
 LINE_CAP_BYTES = 1 << 16         # a line passed on as it comes is cut here
@@ -122,7 +130,7 @@ class EvalResult:
     budget_tokens: int | None = None
     eval_seconds: float | None = None
     error: str | None = None
-    shielded: bool | None = None  # whether training ran behind evo.shield (None: it never started)
+    shielded: bool | None = None  # whether training ran behind evo.sandbox.shield (None: it never started)
     limits: str | None = None     # what held training's memory and process limits: a cgroup, or the polling supervisor
     log: str = ""
 
@@ -187,9 +195,9 @@ class _Capture(threading.Thread):
 def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limits,
                on_line: Callable[[str], None] | None, pass_fds: tuple[int, ...] = (),
                deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, str]:
-    """Runs one phase under the supervisor (evo.supervise, which holds it to limits) to its end, its time limit,
+    """Runs one phase under the supervisor (evo.sandbox.supervise, which holds it to limits) to its end, its time limit,
     or deadline() (a monotonic time, which may move as the phase goes), or past OUTPUT_LIMIT_BYTES of output
-    (status OUTPUT_EXIT). The phase's command runs in a cgroup of its own where one can be made (evo.cgroup), so the
+    (status OUTPUT_EXIT). The phase's command runs in a cgroup of its own where one can be made (evo.sandbox.cgroup), so the
     kernel keeps its memory and process limits. Returns (exit status, or None on timeout; output; what held its
     memory and process limits)."""
     marker = new_marker()
@@ -198,7 +206,7 @@ def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limit
     if group is not None:
         limits = dataclasses.replace(limits, cgroup=group.dirs, cgroup_kind=group.kind)
     held = group.kind if group is not None else f"the supervisor's polling: {why_not}"
-    cmd = [sys.executable, "-I", "-m", "evo.supervise", marker, limits.text(), "--", *cmd]
+    cmd = [sys.executable, "-I", "-m", "evo.sandbox.supervise", marker, limits.text(), "--", *cmd]
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
@@ -334,7 +342,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                          work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
     if shielded:
-        cmd = _behind_shield(cmd, work, "train", [], shield.hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request),
+        cmd = _behind_shield(cmd, work, "train", [], hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request),
                              processes=request.processes)
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
@@ -396,7 +404,7 @@ def _score(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     spec_path = private / "spec.json"
     spec_path.write_text(json.dumps(spec))
     read_end, write_end = os.pipe()
-    cmd = [sys.executable, "-I", "-m", "evo.score",
+    cmd = [sys.executable, "-I", "-m", "evo.sandbox.scorer",
            str(shield.INSIDE / "input" / "spec.json") if shielded else str(spec_path), str(write_end)]
     if shielded:
         cmd = _behind_shield(cmd, work, "scorer", binds, [], gpu=device == "cuda", processes=request.processes)
