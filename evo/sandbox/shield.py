@@ -122,7 +122,7 @@ def runtime_binds() -> list[Bind]:
     for path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         if path and os.path.isdir(path):
             binds += _with_real(path)
-    binds += _with_real(str(Path(__file__).resolve().parent))  # evo itself: the harness's channel client
+    binds += _with_real(str(Path(__file__).resolve().parents[1]))  # evo itself: the channel client, the scorer
     unique: dict[str, Bind] = {}
     for bind in binds:
         unique.setdefault(bind.inside or bind.host, bind)
@@ -402,7 +402,7 @@ def probe() -> str | None:
     with tempfile.TemporaryDirectory(prefix="evo-shield-probe-") as tmp:
         outside = Path(tmp) / "outside"
         outside.write_text("x")
-        hidden = Path(__file__).resolve().parent / "store"
+        hidden = Path(__file__).resolve().parents[1] / "store"
         work, build = Path(tmp) / "work", Path(tmp) / "root"
         prepare_scratch(work)
         build.mkdir()

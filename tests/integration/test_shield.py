@@ -23,6 +23,14 @@ needs_shield = pytest.mark.skipif(WHY_NOT is not None, reason=f"no shield on thi
 CORPUS = Path(list(find_spec("bible").submodule_search_locations)[0]) / "data"
 
 
+def test_the_shield_works_where_it_is_expected_to():
+    """CI sets EVO_EXPECT_SHIELD=1 on machines where the shield runs, so that a change that breaks it fails here
+    instead of skipping every shielded case."""
+    if os.environ.get("EVO_EXPECT_SHIELD") != "1":
+        pytest.skip("EVO_EXPECT_SHIELD is not set")
+    assert WHY_NOT is None
+
+
 def run_shielded(tmp_path, code, *args, covers=(), binds=(), tasks=0):
     work, tmp, build = tmp_path / "work", tmp_path / "tmp", tmp_path / "root"
     shield.prepare_scratch(work, tmp)
