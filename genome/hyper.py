@@ -19,7 +19,6 @@ from typing import Mapping, Union
 
 from genome.syntax import parse
 
-
 Value = Union[bool, int, float, str, tuple]
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")

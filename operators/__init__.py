@@ -6,10 +6,9 @@ OperatorContext (the LLM client, the LLM context, the parents' common ancestor) 
 imports evo: its errors are in operators.errors.
 """
 
-from operators.context import Attempt, LLMContext, Lineage, OperatorContext, Step
+from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
 from operators.errors import OperatorConfigError, OperatorError, OperatorUnavailable
-from operators.llm_client import (DEFAULT_MODEL, UNAVAILABLE, LLMClient, LLMSettings, check_available,
-                                  settings_from_env)
+from operators.llm_client import DEFAULT_MODEL, UNAVAILABLE, LLMClient, LLMSettings, check_available, settings_from_env
 from operators.registry import NEEDS, REGISTRY, OperatorSpec, Registry, default_registry, get, parse_weights
 from operators.usage import PRICES, LLMUsage, estimate_cost
 from operators.variation import Variation

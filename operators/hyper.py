@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 import random
-
-from genome import Genome, format_value, hyperparameters, infer_rules, rewrite
 from typing import Mapping
 
+from genome import Genome, format_value, hyperparameters, infer_rules, rewrite
 from genome.constraints import Domain, Rules
 from operators.variation import Variation
 

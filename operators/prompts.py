@@ -12,7 +12,7 @@ import random
 
 from genome import Genome, unified_diff
 from genome.harness_api import HARNESS_NAMES
-from operators.context import Attempt, LLMContext, Lineage, Step
+from operators.context import Attempt, Lineage, LLMContext, Step
 
 CACHE = {"type": "ephemeral"}
 MAX_STEPS = 30

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evo.sandbox import batch_server
 from evo.sandbox.batch_server import BatchServer, ServeSettings, open_channel
 from evo.sandbox.child.channel import (
     MAX_DEPTH,
@@ -18,7 +19,6 @@ from evo.sandbox.child.channel import (
     TrainingClient,
     receive_header,
 )
-from evo.sandbox import batch_server
 
 
 @pytest.fixture
