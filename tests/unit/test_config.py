@@ -4,8 +4,6 @@ import pytest
 
 from evo.config import EvalConfig, RunConfig
 from evo.errors import ConfigError
-from evo.fitness import score
-from evo.search.selection import Member, elites, select_parents, survivors
 
 
 def test_resume_keeps_stored_settings_and_extends_stop_conditions():
@@ -39,28 +37,6 @@ def test_resume_refuses_a_conflicting_flag_in_one_line():
 def test_bad_settings_say_what_to_change(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RunConfig(**kwargs)
-
-
-def test_one_lucky_draw_cannot_outrank_a_confirmed_member():
-    confirmed = Member("a", score(3.00, 0.01, 4, noise_floor=0.05), 3.00, 4)
-    lucky = Member("b", score(2.98, None, 1, noise_floor=0.05), 2.98, 1)
-    assert confirmed.score < lucky.score
-    assert [m.id for m in elites([lucky, confirmed], 1)] == ["a"]
-    kept, dropped = survivors([lucky, confirmed], 1)
-    assert [m.id for m in kept] == ["a"] and [m.id for m in dropped] == ["b"]
-
-
-def test_selection_methods_follow_the_score():
-    import random
-
-    members = [Member(str(i), float(i), float(i), 1) for i in range(10)]
-    rng = random.Random(0)
-    assert [m.id for m in select_parents(members, 2, rng, "best", 3)][0] == "0"
-    picks = [select_parents(members, 1, rng, "tournament", 5)[0].score for _ in range(300)]
-    uniform = [select_parents(members, 1, rng, "random", 5)[0].score for _ in range(300)]
-    assert sum(picks) / 300 < sum(uniform) / 300 - 1.5  # tournaments favour low scores
-    pair = select_parents(members, 2, rng, "tournament", 3)
-    assert pair[0].id != pair[1].id
 
 
 def test_evo_eval_takes_the_same_limits_as_a_run():
