@@ -35,8 +35,9 @@ one folder per input, so preparing the same input twice does nothing. The last p
 Run standalone, submit() evaluates and prints the summary block. Under evo's sandbox, the training process sees
 no data at all: a harness process outside it (evo/sandbox/batch_server.py) serves the batches over a channel
 (EVO_HARNESS_CHANNEL) and counts the budget, submit() hands the model over as a graph of pure tensor ops with its
-weights (evo/sandbox/graph/archive.py), and a separate scoring process (evo/sandbox/scorer.py) checks that graph and scores it here,
-with evaluate_program(). The cross-entropy is computed here, from the logits, never by the model's own loss code.
+weights (evo/sandbox/graph/archive.py), and a separate scoring process (evo/sandbox/scorer.py) checks that graph
+and scores it here, with evaluate_program(). The cross-entropy is computed here, from the logits, never by the
+model's own loss code.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ EVAL_MAX_TOKENS = 1 << 20        # at most this many validation tokens are score
 CAUSALITY_TOLERANCE = 1e-3       # nats: how far a log-probability may move when only later tokens change
 PREPARE_VERSION = 2              # bump when the data layout or the split changes (2: the test split)
 
-SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""  # noqa: E501
 BOS_TOKEN = "<|bos|>"
 TINYSTORIES_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"
 DOC_SEPARATOR = "<|endoftext|>"
@@ -260,7 +261,8 @@ class _Session:
             if settings.get("threads"):
                 torch.set_num_threads(int(settings["threads"]))
         else:
-            self.seed = int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ else DEFAULT_SEED
+            self.seed = (int(_positive("EVO_SEED", os.environ["EVO_SEED"], int)) if "EVO_SEED" in os.environ
+                         else DEFAULT_SEED)
             seconds, tokens = os.environ.get("EVO_BUDGET_SECONDS"), os.environ.get("EVO_BUDGET_TOKENS")
             self.dataset = active_dataset()
             self.train_dir = self.dataset / "train"
@@ -565,7 +567,8 @@ def text_dir_source(text_dir: str) -> Source:
     root = Path(text_dir).expanduser()
     if not root.is_dir():
         raise HarnessError(f"--text-dir {text_dir}: no such directory")
-    files = tuple(sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".jsonl", ".parquet")))
+    files = tuple(sorted(p for p in root.rglob("*")
+                         if p.is_file() and p.suffix.lower() in (".txt", ".jsonl", ".parquet")))
     if not files:
         raise HarnessError(f"--text-dir {text_dir}: no .txt, .jsonl or .parquet files in it")
     # Keyed on each file's path, size and modification time, so a changed file builds anew without rehashing data.

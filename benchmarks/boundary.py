@@ -6,9 +6,9 @@ through an earlier commit, alternated, at a fixed seed, token budget and thread 
 
 The earlier commit is checked out into a temporary git worktree and run by a bare venv whose site-packages are
 this interpreter's (a .pth file points at them and at the worktree, and at nothing else), so both sides use the
-same packages and the same prepared data, and every subprocess of the earlier side imports the earlier evo. Records, per side and budget: val_bpb of every run (an honest score
-should not move), the harness's token count, and the time split (training, scoring, the rest: start-up, export,
-the shield), with medians and ranges.
+same packages and the same prepared data, and every subprocess of the earlier side imports the earlier evo.
+Records, per side and budget: val_bpb of every run (an honest score should not move), the harness's token count,
+and the time split (training, scoring, the rest: start-up, export, the shield), with medians and ranges.
 """
 
 import argparse

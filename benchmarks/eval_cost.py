@@ -63,7 +63,8 @@ def main() -> int:
     seconds = args.budget_seconds
     if seconds is None and args.budget_tokens is None:
         seconds = float(harness.DEFAULT_BUDGET_SECONDS)
-    request = EvalRequest(source=Path(args.train).read_text(), budget=Budget(seconds=seconds, tokens=args.budget_tokens),
+    request = EvalRequest(source=Path(args.train).read_text(),
+                          budget=Budget(seconds=seconds, tokens=args.budget_tokens),
                           seed=1, harness=harness_file, dataset=dataset, threads=args.threads,
                           fixed_files=fixed_files(harness_file), cache_root=harness.cache_dir())
     rows = []

@@ -32,7 +32,8 @@ from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
 from tests.support.genomes import ROOT, tiny_source
 
 piece = ("x" * 1023 + "\\n") if {lines!r} else "x" * 1024
-flood = f"import sys\\nblock = {{piece!r}} * 1024\\nfor _ in range({mib}):\\n    sys.stdout.write(block)\\nsys.stdout.flush()\\n"
+flood = (f"import sys\\nblock = {{piece!r}} * 1024\\nfor _ in range({mib}):\\n    sys.stdout.write(block)\\n"
+         "sys.stdout.flush()\\n")
 source = tiny_source().replace("submit(model)\\n", flood + "submit(model)\\n")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.time()

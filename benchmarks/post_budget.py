@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from evo.evaluate_file import ensure_dataset  # noqa: E402
 from evo.sandbox import evaluation as sandbox  # noqa: E402
-from evo.sandbox import shield
+from evo.sandbox import shield  # noqa: E402
 from evo.sandbox.environment import clean_environment  # noqa: E402
 from evo.task_files import fixed_files, harness_path, load_harness  # noqa: E402
 from tests.support.genomes import tiny_source  # noqa: E402

@@ -126,7 +126,8 @@ def _label(individual) -> str:
 def _draw_progress(run, evaluations, individuals, fitness, path):
     import matplotlib.pyplot as plt
 
-    minutes = lambda e: (e.finished_at - run.started_at).total_seconds() / 60
+    def minutes(e):
+        return (e.finished_at - run.started_at).total_seconds() / 60
     ok = [e for e in evaluations if e.status == "ok" and e.val_bpb is not None]
     failed = [e for e in evaluations if not (e.status == "ok" and e.val_bpb is not None)]
     fig, ax = plt.subplots(figsize=(13, 7), dpi=DPI)
@@ -199,7 +200,8 @@ def _draw_path(ax, steps, individuals, fitness, minutes, lo, hi) -> None:
             label="winner's path (first parents)")
     keep = list(range(len(steps)))
     if len(steps) > MAX_LABELS:
-        mean = lambda k: fitness[steps[k].individual_id].mean_bpb
+        def mean(k):
+            return fitness[steps[k].individual_id].mean_bpb
         gains = sorted(range(1, len(steps) - 1), key=lambda k: mean(k - 1) - mean(k), reverse=True)
         keep = sorted({0, len(steps) - 1, *gains[:MAX_LABELS - 2]})
     texts = [_label(individuals[steps[k].individual_id]) for k in keep]

@@ -1,7 +1,8 @@
 """What an evaluation's result may hold: each field's type and bound, checked wherever a result is read.
 
-A result is made by processes that ran a child (evo.sandbox.evaluation: the batch server's count, the scorer's pipe, what the
-child said of its model), carried over Ray (evo.workers), or read back from a store an older or buggy evo wrote.
+A result is made by processes that ran a child (evo.sandbox.evaluation: the batch server's count, the scorer's pipe,
+what the child said of its model), carried over Ray (evo.workers), or read back from a store an older or buggy evo
+wrote.
 Whatever it holds, nothing that reads it may raise on it (the engine, the policy, the store, the CLI):
 
     scores    val_bpb, test_bpb: a number in [0, MAX_BPB], or None. A NaN or infinite one makes the evaluation

@@ -166,8 +166,8 @@ def _parents() -> list[Path]:
 
 
 def sweep() -> list[str]:
-    """Removes the phase groups whose owner (named by the marker in the group's name, evo.sandbox.proctree) is gone, with
-    anything still in them: what a killed worker left behind. Returns the folders it removed."""
+    """Removes the phase groups whose owner (named by the marker in the group's name, evo.sandbox.proctree) is gone,
+    with anything still in them: what a killed worker left behind. Returns the folders it removed."""
     gone = []
     for parent in _parents():
         try:

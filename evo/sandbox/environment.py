@@ -32,7 +32,8 @@ ALLOWED = frozenset({
     "EVO_KERNELS",
 })
 ALLOWED_PREFIXES = ("LC_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "NVPL_", "CUDA_", "NVIDIA_", "TRITON_")
-# Set by evo for each evaluation (evo.sandbox.evaluation): a value given with --env would be overwritten, so it is refused.
+# Set by evo for each evaluation (evo.sandbox.evaluation): a value given with --env would be overwritten, so it is
+# refused.
 SET_BY_EVO = ("TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "HOME", "USER", "LOGNAME",
               "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
 

@@ -8,8 +8,8 @@ process dies with the supervisor. A marker names the process that owns the evalu
 worker or driver left behind is swept before the next evaluation on that machine (sweep_orphans).
 
 What this cannot catch: a process that both leaves the session and execs itself with a cleared environment
-(/proc/PID/environ keeps the environment a process started with). Where evo.sandbox.shield runs the training process, its
-PID namespace catches that too (the kernel ends every process in it when the first one ends); this layer does not
+(/proc/PID/environ keeps the environment a process started with). Where evo.sandbox.shield runs the training process,
+its PID namespace catches that too (the kernel ends every process in it when the first one ends); this layer does not
 assume namespaces are available.
 """
 

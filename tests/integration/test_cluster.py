@@ -75,6 +75,7 @@ def _node_ids(address):
     import json
 
     out = subprocess.run([sys.executable, "-c", f"import ray, json; ray.init(address={address!r}, "
-                          "logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"],
+                          "logging_level='ERROR'); "
+                          "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"],
                          capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -57,8 +57,9 @@ def test_a_shielded_process_sees_only_the_allow_list(tmp_path, evo_cache):
             except OSError as e:
                 return type(e).__name__
         print(json.dumps({"project": seen(sys.argv[1]), "cache": seen(sys.argv[2]), "corpus": seen(sys.argv[3]),
-                          "home": seen(os.path.expanduser("~root")), "procs": [p for p in os.listdir("/proc") if p.isdigit()],
-                          "uid": os.getuid(), "root": sorted(os.listdir("/"))}))
+                          "home": seen(os.path.expanduser("~root")),
+                          "procs": [p for p in os.listdir("/proc") if p.isdigit()], "uid": os.getuid(),
+                          "root": sorted(os.listdir("/"))}))
     """, ROOT / "prepare.py", evo_cache, CORPUS / "kjv.jsonl", covers=[CORPUS])
     seen = answers(proc)
     assert seen["project"] == "FileNotFoundError"      # the project's own files are not in the allow-list
@@ -172,7 +173,8 @@ def test_the_training_process_reads_no_data_and_its_batches_come_over_the_channe
                 return len(open(path, "rb").read())
             except OSError as e:
                 return type(e).__name__
-        for name, path in (("val", {str(dataset / "val" / "val.bin")!r}), ("train", {str(dataset / "train" / "train.bin")!r}),
+        for name, path in (("val", {str(dataset / "val" / "val.bin")!r}),
+                           ("train", {str(dataset / "train" / "train.bin")!r}),
                            ("corpus", {str(CORPUS / "kjv.jsonl")!r})):
             print("PEEK", name, readable(path), flush=True)
     """)

@@ -105,7 +105,7 @@ def test_a_rewrite_changes_only_the_named_assignment(data):
     before, after = SEED.split("\n"), out.split("\n")
     line = VIEW[name].line - 1
     assert len(before) == len(after)
-    assert [l for i, l in enumerate(before) if i != line] == [l for i, l in enumerate(after) if i != line]
+    assert [ln for i, ln in enumerate(before) if i != line] == [ln for i, ln in enumerate(after) if i != line]
     assert after[line].startswith(f"{name} = ")
     if "#" in before[line]:  # the comment is kept, word for word
         assert after[line].endswith(before[line][before[line].index("#"):])
@@ -114,8 +114,8 @@ def test_a_rewrite_changes_only_the_named_assignment(data):
 
 def test_a_rewrite_keeps_aligned_comments_in_their_column():
     out = rewrite(SEED, {"LEARNING_RATE": 0.0041})
-    line = next(l for l in out.splitlines() if l.startswith("LEARNING_RATE"))
-    old = next(l for l in SEED.splitlines() if l.startswith("LEARNING_RATE"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("LEARNING_RATE"))
+    old = next(ln for ln in SEED.splitlines() if ln.startswith("LEARNING_RATE"))
     if "#" in old:
         assert line.index("#") == old.index("#")
 

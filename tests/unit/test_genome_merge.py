@@ -52,7 +52,7 @@ def test_the_same_change_on_both_sides_is_taken_once():
 
 def test_different_changes_to_one_line_conflict_and_say_where():
     seed = seed_source()
-    line = next(i for i, l in enumerate(seed.splitlines(), 1) if l.startswith("LEARNING_RATE"))
+    line = next(i for i, ln in enumerate(seed.splitlines(), 1) if ln.startswith("LEARNING_RATE"))
     result = merge3(seed, with_hyperparameters(seed, LEARNING_RATE="1e-3"), with_hyperparameters(seed,
                                                                                                 LEARNING_RATE="5e-3"))
     assert not result.ok and result.source is None

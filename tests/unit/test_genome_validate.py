@@ -65,7 +65,7 @@ def test_a_child_that_breaks_the_contract_is_rejected_at_the_line(code, words):
 def test_importing_harness_internals_is_rejected(old, new, words):
     result = validate(SEED.replace(old, new, 1))
     assert not result.ok and words in result.reason
-    assert result.line == next(i for i, l in enumerate(SEED.splitlines(), 1) if l.startswith(old))
+    assert result.line == next(i for i, ln in enumerate(SEED.splitlines(), 1) if ln.startswith(old))
 
 
 @pytest.mark.parametrize("name", ["submit", "train_batches", "seed"])

@@ -1,4 +1,4 @@
-"""evo.sandbox.graph.archive, graph_ops and graph_run: a model crosses to the scorer as a checked graph plus raw weights.
+"""evo.sandbox.graph (archive, ops, run): a model crosses to the scorer as a checked graph plus raw weights.
 
 The seed model (tiny) and a few small modules go through export_model and back; every refusal is provoked either
 through export_model or by hand-building or hand-editing archive bytes, since the scorer must refuse what a hostile

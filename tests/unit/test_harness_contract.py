@@ -69,7 +69,7 @@ def test_program_md_lists_exactly_the_names_in_all():
 
 
 def test_the_prompt_quotes_all_in_its_order():
-    line = next(l for l in SYSTEM.splitlines() if "from prepare import" in l)
+    line = next(ln for ln in SYSTEM.splitlines() if "from prepare import" in ln)
     quoted = line.split(" of: ", 1)[1].rstrip(".").split(", ")
     assert quoted == list(prepare.__all__)
 

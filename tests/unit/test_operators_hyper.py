@@ -54,8 +54,8 @@ def test_a_thousand_mutations_of_the_seed_parse_keep_every_constraint_and_differ
         assert rules.violations(child) == []
         assert _known_constraints(child, parent_values) == []
         lines = source.split("\n")
-        assert [l for j, l in enumerate(lines) if j not in hyper_lines] == \
-               [l for j, l in enumerate(seed_lines) if j not in hyper_lines]
+        assert [ln for j, ln in enumerate(lines) if j not in hyper_lines] == \
+               [ln for j, ln in enumerate(seed_lines) if j not in hyper_lines]
         if i % 100 == 0:
             assert validate(source).ok
         children.add(source)

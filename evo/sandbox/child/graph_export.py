@@ -1,4 +1,5 @@
-"""Writing a trained model as an archive (evo.sandbox.graph.archive's format): what submit() runs in the training process.
+"""Writing a trained model as an archive (evo.sandbox.graph.archive's format): what submit() runs in the training
+process.
 
     export_model(model, example) -> bytes    ExportError says what to change
 
@@ -188,8 +189,8 @@ def _encode_value(value, where: str):
 
 
 def weights_snapshot(model: torch.nn.Module) -> bytes:
-    """The model's parameters and buffers as they are now, in the weights format (evo.sandbox.graph.archive.read_weights):
-    what submit() hands over first, at once, before the slower export."""
+    """The model's parameters and buffers as they are now, in the weights format
+    (evo.sandbox.graph.archive.read_weights): what submit() hands over first, at once, before the slower export."""
     tensors, chunks, offset = [], [], 0
     named = dict(model.named_parameters())
     named.update(model.named_buffers())
