@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from genome.diff import unified_diff
 
-# An individual's status in the store (DESIGN.md). The genome itself carries none: the driver decides it.
+# The statuses an individual can have in the store; the store's schema (evo.store.schema) checks its column against
+# this list. The genome itself carries none: the driver decides it.
 STATUSES = ("proposed", "invalid", "rejected", "duplicate", "evaluated")
 
 ID_LENGTH = 16  # hex digits of sha256: 64 bits, ample for a population search, short enough to read

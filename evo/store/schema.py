@@ -37,18 +37,17 @@ import duckdb
 
 from evo.errors import StoreError
 from evo.fitness import SCORE_SQL, SCORED_PURPOSES, STD_ERR_SQL, sql_list
+from evo.results import STATUSES as EVALUATION_STATUSES
+from genome.individual import STATUSES as INDIVIDUAL_STATUSES
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-INDIVIDUAL_STATUSES = ("proposed", "invalid", "rejected", "duplicate", "evaluated")
-EVALUATION_STATUSES = ("ok", "crash", "timeout", "oom", "rejected", "interrupted")
 PURPOSES = (*SCORED_PURPOSES, "replay")
 ROLES = ("parent", "second_parent")
-
-
+# INDIVIDUAL_STATUSES and EVALUATION_STATUSES, imported above, are defined once: by genome and by evo.results.
 
 
 TABLES = f"""
