@@ -1,24 +1,24 @@
-"""The operator registry, after DEAP's toolbox: plain module-level functions registered under stable names, with
-their arity, their needs, their fallback and their settings bound at registration, so they pickle and their names
-can be stored.
+"""The operator registry, after DEAP's toolbox: plain module-level functions registered under stable names, so they
+pickle and their names can be stored. What a caller needs to know of an operator is declared at registration:
 
-    operator         parents  needs                       fallback
-    hyper.mutate     1        -                           -
-    hyper.sample     1        -                           -
-    hyper.crossover  2        -                           hyper.mutate
-    merge.crossover  2        ancestor                    hyper.mutate
-    llm.mutate       1        client, context             -
-    llm.crossover    2        client, context, ancestor   hyper.mutate
+    operator         parents  needs                       fallback      accepts  step
+    hyper.mutate     1        -                           -             bounds   sigma
+    hyper.sample     1        -                           -             bounds   -
+    hyper.crossover  2        -                           hyper.mutate  bounds   -
+    merge.crossover  2        ancestor                    hyper.mutate  -        -
+    llm.mutate       1        client, context             -             -        -
+    llm.crossover    2        client, context, ancestor   hyper.mutate  -        -
 
-Needs: the caller hands one OperatorContext (operators.context); the spec gives the function, as keyword arguments,
-only the fields it declared (NEEDS), so a caller computes an ancestor or an LLM context only for an operator that
-asks for one. An operator that needs the client is an LLM operator (it runs in a thread; it drops out without the
-LLM). Fallback: the one-parent operator to use when a two-parent one was picked and selection gave the same
-individual twice (a population of one).
-
-A family name (`hyper`) stands for all its members. `--operators hyper=3,llm=1` gives each family a share of the
-children; a family's weight is split evenly among its members, and a member named on its own (`hyper.mutate=2`)
-gets exactly its own weight.
+- needs (NEEDS): the OperatorContext fields the function is given, as keyword arguments, so a caller computes an
+  ancestor or an LLM context only for an operator that asks for one; needing the client makes an LLM operator (it
+  runs in a thread; it drops out without the LLM)
+- fallback: the one-parent operator used when a two-parent one was picked and selection gave the same individual
+  twice (a population of one)
+- accepts (ACCEPTS): the run's settings the function takes when the run has them (bounds: the run's --bounds)
+- step: the setting that sets its step size, which --adaptive-steps scales
+- weights: a family name (`hyper`) stands for all its members; `--operators hyper=3,llm=1` gives each family a
+  share of the children, split evenly among its members, and a member named on its own (`hyper.mutate=2`) gets
+  exactly its own weight
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.variation import Variation
 
 NEEDS = ("client", "context", "ancestor")   # the OperatorContext fields an operator may declare
+ACCEPTS = ("bounds",)                       # the run's settings an operator may declare it takes
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class OperatorSpec:
     """A registered operator: its name ("family.verb"), function, number of parents, what it needs from the
     OperatorContext (names from NEEDS, each a keyword argument of the function), the one-parent operator it falls
     back to when its two parents are one individual, whether it only ever changes the values of the hyperparameter
-    constants (not the code around them), and the settings bound at registration."""
+    constants (not the code around them), the settings bound at registration, the run's settings it takes (names
+    from ACCEPTS, each a keyword argument of the function) and the setting that sets its step size (a numeric
+    keyword argument with a default or a bound value), if any."""
 
     name: str
     function: Callable[..., Variation]
@@ -52,6 +55,8 @@ class OperatorSpec:
     fallback: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     constants_only: bool = False
+    accepts: tuple[str, ...] = ()
+    step: str | None = None
 
     def __post_init__(self):
         if self.name.count(".") != 1 or not all(self.name.split(".")):
@@ -71,7 +76,18 @@ class OperatorSpec:
             raise ValueError(f"{self.name}: {self.function.__qualname__} takes no {', '.join(missing)} argument")
         if shared := [n for n in needs if n in self.settings]:
             raise ValueError(f"{self.name}: {', '.join(shared)} is a need, given by the caller, not a setting")
+        accepts = (self.accepts,) if isinstance(self.accepts, str) else tuple(self.accepts)
+        if unknown := [n for n in accepts if n not in ACCEPTS]:
+            raise ValueError(f"{self.name}: an operator accepts some of {', '.join(ACCEPTS)}; "
+                             f"got {', '.join(unknown)}")
+        if missing := [n for n in accepts if n not in parameters and not takes_any]:
+            raise ValueError(f"{self.name}: {self.function.__qualname__} takes no {', '.join(missing)} argument")
+        if self.step is not None and not isinstance(self.settings.get(self.step, _default(parameters, self.step)),
+                                                    (int, float)):
+            raise ValueError(f"{self.name}: its step {self.step!r} must be a numeric argument with a default or a "
+                             f"bound setting")
         object.__setattr__(self, "needs", tuple(n for n in NEEDS if n in needs))
+        object.__setattr__(self, "accepts", tuple(n for n in ACCEPTS if n in accepts))
         object.__setattr__(self, "settings", dict(self.settings))
 
     @property
@@ -83,6 +99,13 @@ class OperatorSpec:
         """Whether it calls the LLM (it needs the client): such an operator runs in a thread, and drops out when
         the LLM is not there."""
         return "client" in self.needs
+
+    @property
+    def base_step(self) -> float | None:
+        """Its step size as registered (the bound setting, else the function's default); None without a step."""
+        if self.step is None:
+            return None
+        return self.settings.get(self.step, _default(inspect.signature(self.function).parameters, self.step))
 
     def arguments(self, given: OperatorContext) -> dict[str, Any]:
         """The keyword arguments it gets from given: the fields it declared, under their own names."""
@@ -108,16 +131,18 @@ class Registry:
         self._ops: dict[str, OperatorSpec] = {}
 
     def register(self, name: str, function: Callable[..., Variation], *, arity: int, needs: Sequence[str] = (),
-                 fallback: str | None = None, constants_only: bool = False, **settings) -> None:
+                 fallback: str | None = None, constants_only: bool = False, accepts: Sequence[str] = (),
+                 step: str | None = None, **settings) -> None:
         """Registers function under name with what it needs from the OperatorContext and, for a two-parent
         operator, the one-parent operator to fall back to (registered before it), binding settings; constants_only:
-        it changes only the values of the hyperparameter constants. A later registration of a name replaces the
-        earlier one."""
+        it changes only the values of the hyperparameter constants; accepts: the run's settings it takes; step: the
+        setting that sets its step size. A later registration of a name replaces the earlier one."""
         if fallback is not None:
             if fallback not in self._ops or self._ops[fallback].arity != 1:
                 raise ValueError(f"{name}: its fallback must be a one-parent operator registered before it; "
                                  f"got {fallback!r}")
-        self._ops[name] = OperatorSpec(name, function, arity, tuple(needs), fallback, settings, constants_only)
+        self._ops[name] = OperatorSpec(name, function, arity, tuple(needs), fallback, settings, constants_only,
+                                       tuple(accepts), step)
 
     def get(self, name: str) -> OperatorSpec:
         """The operator called name; OperatorConfigError listing the known names when there is none."""
@@ -189,16 +214,23 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """The five built-in operators with their default settings."""
+    """The six built-in operators with their default settings."""
     registry = Registry()
-    registry.register("hyper.mutate", hyper.mutate, arity=1, constants_only=True)
-    registry.register("hyper.sample", hyper.sample, arity=1, constants_only=True)
-    registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate", constants_only=True)
+    registry.register("hyper.mutate", hyper.mutate, arity=1, constants_only=True, accepts=("bounds",), step="sigma")
+    registry.register("hyper.sample", hyper.sample, arity=1, constants_only=True, accepts=("bounds",))
+    registry.register("hyper.crossover", hyper.crossover, arity=2, fallback="hyper.mutate", constants_only=True,
+                      accepts=("bounds",))
     registry.register("merge.crossover", merge.crossover, arity=2, needs=("ancestor",), fallback="hyper.mutate")
     registry.register("llm.mutate", llm.mutate, arity=1, needs=("client", "context"))
     registry.register("llm.crossover", llm.crossover, arity=2, needs=("client", "context", "ancestor"),
                       fallback="hyper.mutate")
     return registry
+
+
+def _default(parameters: Mapping[str, inspect.Parameter], name: str) -> Any:
+    """The default of the keyword argument name, or None when it has none (or there is no such argument)."""
+    parameter = parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 REGISTRY = default_registry()

@@ -27,7 +27,6 @@ individuals and evaluations come from wherever the executor stored them.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import random
 import statistics
@@ -62,8 +61,9 @@ log = logging.getLogger(__name__)
 
 MAX_INVALID_IN_A_ROW = 50
 CLOSE = 2.0          # confirm="close": an elite is confirmed while another member is within this many noise floors
-# adaptive_steps: hyper.mutate's sigma is its registered value times `step`, which grows by STEP_UP after a child
-# that beats its parent and shrinks by STEP_UP ** -0.25 after one that does not: steady at one success in five.
+# adaptive_steps: an operator's step size (operators.registry: hyper.mutate's sigma) is its registered value times
+# `step`, which grows by STEP_UP after a child of such an operator that beats its parent and shrinks by
+# STEP_UP ** -0.25 after one that does not: steady at one success in five.
 STEP_UP = 1.5
 STEP_RANGE = (0.25, 8.0)
 # adaptive_operators: an operator's weight is multiplied by its children's success rate (beating their parent on the
@@ -174,7 +174,7 @@ class SearchPolicy:
         self.proposing = 0                                # handed out by proposals(), not back through child()
         self.attempts: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.invalid_in_a_row = 0
-        self.step = 1.0                                   # adaptive_steps: the multiplier of hyper.mutate's sigma
+        self.step = 1.0                                   # adaptive_steps: the multiplier of the step sizes
         self.credit: dict[str, list[int]] = {}            # operator -> [children that beat their parent, children]
         self.weights = dict(config.operators) if llm else REGISTRY.offline(config.operators)
         self.seed_id = content_hash(seed_source)
@@ -325,6 +325,14 @@ class SearchPolicy:
         except OperatorConfigError:
             return True
 
+    @staticmethod
+    def _has_step(operator: str) -> bool:
+        """Whether operator declared a step size (operators.registry), which adaptive_steps scales."""
+        try:
+            return REGISTRY.get(operator).step is not None
+        except OperatorConfigError:
+            return False
+
     def report(self, task: Task, result: Mapping[str, Any]) -> None:
         """A finished evaluation of a task next_task() handed out: result is the evaluation record (status, val_bpb
         when ok, error). A search result places its child; elites get confirmations queued. Raises SeedFailed
@@ -389,7 +397,7 @@ class SearchPolicy:
         parent = genome.parents[0] if genome.parents else None
         parent_mean = self._mean(parent)
         delta = result["val_bpb"] - parent_mean if ok and parent_mean is not None else None
-        if self.config.adaptive_steps and genome.operator == "hyper.mutate":
+        if self.config.adaptive_steps and self._has_step(genome.operator):
             factor = STEP_UP if delta is not None and delta < 0 else STEP_UP ** -0.25
             self.step = min(STEP_RANGE[1], max(STEP_RANGE[0], self.step * factor))
         credit = self.credit.setdefault(genome.operator, [0, 0])
@@ -489,11 +497,10 @@ class SearchPolicy:
         ancestor = self._ancestor(parents) if "ancestor" in spec.needs else None
         context = self._llm_context(parents) if "context" in spec.needs else None
         settings = {}
-        if self.config.bounds and "bounds" in inspect.signature(spec.function).parameters:
+        if self.config.bounds and "bounds" in spec.accepts:
             settings["bounds"] = dict(self.config.bounds)
-        if self.config.adaptive_steps and spec.name == "hyper.mutate":
-            base = spec.settings.get("sigma", inspect.signature(spec.function).parameters["sigma"].default)
-            settings["sigma"] = base * self.step
+        if self.config.adaptive_steps and spec.step is not None:
+            settings[spec.step] = spec.base_step * self.step
         return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context, settings,
                         island)
 

@@ -16,6 +16,7 @@ from operators import (
 )
 from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.hyper import mutate
+from operators.merge import crossover as merge_crossover
 from operators.variation import Variation
 from tests.support.genomes import seed_source
 
@@ -36,8 +37,21 @@ def test_the_six_operators_are_registered_with_their_arity_needs_and_fallback():
         "merge.crossover": (2, ("ancestor",), "hyper.mutate", False),
         "llm.mutate": (1, ("client", "context"), None, True),
         "llm.crossover": (2, ("client", "context", "ancestor"), "hyper.mutate", True)}
-    assert REGISTRY.families() == {"hyper": ["hyper.mutate", "hyper.sample", "hyper.crossover"], "merge": ["merge.crossover"],
-                                   "llm": ["llm.mutate", "llm.crossover"]}
+    assert REGISTRY.families() == {"hyper": ["hyper.mutate", "hyper.sample", "hyper.crossover"],
+                                   "merge": ["merge.crossover"], "llm": ["llm.mutate", "llm.crossover"]}
+
+
+def test_what_an_operator_accepts_and_its_step_size_are_declared_at_registration():
+    assert {n: (get(n).accepts, get(n).step, get(n).base_step) for n in REGISTRY.names()} == {
+        "hyper.mutate": (("bounds",), "sigma", 0.3),
+        "hyper.sample": (("bounds",), None, None),
+        "hyper.crossover": (("bounds",), None, None),
+        "merge.crossover": ((), None, None),
+        "llm.mutate": ((), None, None),
+        "llm.crossover": ((), None, None)}
+    registry = Registry()
+    registry.register("test.bound", mutate, arity=1, step="sigma", sigma=0.1)
+    assert registry.get("test.bound").base_step == 0.1      # a bound setting is the step it starts from
 
 
 def test_an_operator_is_given_only_what_it_declared_from_the_context():
@@ -72,6 +86,10 @@ def test_an_llm_operator_without_a_client_is_unavailable_before_it_runs():
     (lambda r: r.register("test.x", told, arity=2, fallback="hyper.mutate"), "registered before it"),
     (lambda r: r.register("test.x", told, arity=2, fallback="test.y"), "registered before it"),
     (lambda r: r.register("test.x", mutate, arity=1, fallback="test.one"), "only a two-parent operator"),
+    (lambda r: r.register("test.x", mutate, arity=1, accepts=("budget",)), "accepts some of bounds; got budget"),
+    (lambda r: r.register("test.x", merge_crossover, arity=2, accepts=("bounds",)), "takes no bounds argument"),
+    (lambda r: r.register("test.x", mutate, arity=1, step="bounds"), "must be a numeric argument"),
+    (lambda r: r.register("test.x", mutate, arity=1, step="rate"), "must be a numeric argument"),
 ])
 def test_a_registration_that_cannot_be_honoured_fails_at_once(register, words):
     registry = Registry()
