@@ -40,6 +40,7 @@ class Launch:
     resume_run_id: str | None
     stored_state: dict | None = None    # the resumed run's saved state (its workers, threads and conditions)
     passed_env: dict | None = None      # the values of the variables config.env names (--env), read here
+    harness_api: tuple[str, ...] = ()   # the names a train.py may import from the harness in use (its __all__)
 
 
 # Ray's own credentials for joining a cluster that requires a token: the driver needs them to connect, and the
@@ -55,15 +56,21 @@ def _scrub_secrets() -> None:
 def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) -> Launch:
     """The run's settings (the stored ones on --resume), its seed, program, data and LLM settings, checked.
     notify gets the notes worth a line (no API key, data being prepared)."""
+    from evo.errors import TaskError
     from evo.evaluate_file import ensure_dataset
     from evo.store import describe_lock, lock_is_live, read_lock
     from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
     from evo.workers import bundle_task
-    from genome import validate
+    from genome import HarnessAPIError, read_harness_api, validate
     from operators.llm_client import UNAVAILABLE, settings_from_env
     from operators.registry import REGISTRY
 
     _check_writable(config.db)
+    harness = harness_path()
+    try:  # the validator checks against the harness this run uses (a task folder's own), not the packaged one
+        harness_api = read_harness_api(harness)
+    except HarnessAPIError as e:
+        raise TaskError(str(e)) from None
     resume_run_id = stored_state = None
     if config.resume:
         if not Path(config.db).exists():
@@ -84,7 +91,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     else:
         seed_source = read_genome_file(config.train)
         program = read_text_file(config.program, "--program")
-        verdict = validate(seed_source)
+        verdict = validate(seed_source, harness_api)
         if not verdict.ok:
             raise ConfigError(f"--train {config.train} is refused by the validator: {verdict.reason}")
 
@@ -105,7 +112,6 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     passed_env = passed_values(config.env, os.environ)  # before the scrub: a named variable goes whatever its name
     _scrub_secrets()
 
-    harness = harness_path()
     if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
         config = dataclasses.replace(config, budget_seconds=float(load_harness(harness).DEFAULT_BUDGET_SECONDS))
     dataset, _ = ensure_dataset(harness, notify=notify)
@@ -116,7 +122,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
         raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
     return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state,
-                  passed_env)
+                  passed_env, harness_api)
 
 
 def _check_bounds(bounds: dict, seed_source: str) -> None:

@@ -1,8 +1,10 @@
 """The task files: where prepare.py, train.py and program.md come from, and `evo init`.
 
-A source checkout keeps them at the repository root; an installed wheel carries copies under evo/packaged_task/. A
-directory that holds its own prepare.py (a checkout, or one made by `evo init`) uses that one. kernels.py is fixed
-like prepare.py: train.py imports it, and the sandbox copies it read-only next to the child.
+- Packaged: at the root of a source checkout, or under evo/packaged_task/ in an installed wheel (genome's
+  packaged_task_dirs() is the one list of those places).
+- In use: a directory's own prepare.py where it has one (a checkout, or a folder made by `evo init`), else the
+  packaged one.
+- kernels.py is fixed like prepare.py: train.py imports it, and the sandbox copies it read-only next to the child.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ HARNESS_FILES = ("prepare.py", "kernels.py")
 
 
 def packaged_task_dir() -> Path:
-    """The folder holding the task files shipped with evo."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "packaged_task", here.parent):
+    """The folder holding the task files shipped with evo: the first of genome's packaged_task_dirs() (where they
+    can be, decided there once) that holds all of them."""
+    from genome.harness_api import packaged_task_dirs  # here: the sandbox imports this module, and never genome
+
+    for candidate in packaged_task_dirs():
         if all((candidate / name).is_file() for name in TASK_FILES):
             return candidate
     raise TaskError(f"the task files ({', '.join(TASK_FILES)}) are missing from this installation of evo")

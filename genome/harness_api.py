@@ -1,8 +1,10 @@
 """The harness API: the names a train.py may import from prepare.py, as prepare.py's own `__all__` declares them.
 
-prepare.py is the one definition. This module reads its `__all__` assignment from the syntax tree, never importing
-the file (prepare.py loads torch and installs an excepthook) and never importing evo, so the validator and the LLM
-prompts quote exactly the names the harness declares.
+- prepare.py is the one definition: read_harness_api() reads its `__all__` from the syntax tree, never importing
+  the file (it loads torch and installs an excepthook) and never importing evo.
+- The validator and the LLM prompts quote those names. A run passes the API of the harness it uses (a task
+  folder's own prepare.py); HARNESS_NAMES and HARNESS_API are the packaged harness's, the default.
+- Where the packaged task files live is decided here, once (packaged_task_dirs()); evo.task_files reads it.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ class HarnessAPIError(ValueError):
     """A harness file whose `__all__` cannot be read as a literal list of names."""
 
 
-def packaged_harness() -> Path:
-    """The prepare.py installed with this copy of genome: under evo/packaged_task/ in an installed wheel (where
-    pyproject.toml puts it), else at the root of the source checkout, beside genome/ (evo.task looks in the same
-    two places, in the same order)."""
+def packaged_task_dirs() -> tuple[Path, ...]:
+    """Where the task files installed with this copy of genome can be, in the order to look: evo/packaged_task/ in
+    an installed wheel (where pyproject.toml puts them), else the root of the source checkout, beside genome/."""
     root = Path(__file__).resolve().parent.parent
-    for candidate in (root / "evo" / "packaged_task" / "prepare.py", root / "prepare.py"):
-        if candidate.is_file():
-            return candidate
-    raise HarnessAPIError(f"prepare.py is missing from this installation (looked in {root / 'evo' / 'packaged_task'} "
-                          f"and {root})")
+    return root / "evo" / "packaged_task", root
+
+
+def packaged_harness() -> Path:
+    """The prepare.py installed with this copy of genome: in the first of packaged_task_dirs() that holds one."""
+    places = packaged_task_dirs()
+    for folder in places:
+        if (folder / "prepare.py").is_file():
+            return folder / "prepare.py"
+    raise HarnessAPIError(f"prepare.py is missing from this installation (looked in {' and '.join(map(str, places))})")
 
 
 def read_harness_api(path: str | Path) -> tuple[str, ...]:
