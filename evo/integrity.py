@@ -1,17 +1,17 @@
 """Caught once, out: which failed evaluations say a child cheated, and what that costs it and its descendants.
 
-An evaluation is an integrity violation when the harness refused the child's model (status `rejected`: the
-causality check, an archive that breaks the scoring protocol, logits of the wrong shape) or the training process
-broke the batch protocol; an honest divergence is not one (a rejection whose reason starts with "non-finite": the
-model's numbers blew up, nothing was forged). A crash, a timeout or an oom is a failure, never a violation.
+- A violation: the harness refused the child's model (status `rejected`: the causality check, an archive that
+  breaks the scoring protocol, logits of the wrong shape), or the training process broke the batch protocol.
+- Not one: an honest divergence (a rejection whose reason starts with "non-finite": the model's numbers blew up,
+  nothing was forged); a crash, a timeout or an oom (failures).
 
     violation(status, error)   the reason, or None
     DISQUALIFIED               how the store says it: the individual's status `rejected`, its reason starting so
 
-A child with one violation among its evaluations is disqualified: it leaves the population and is never ranked,
-whatever its other evaluations scored (evo.search.policy). Its descendants stay: each of their evaluations is the
-harness's own measurement and checked the same way, so a descendant keeps its place until it is caught itself; but
-one is crowned the run's best only with an ok confirmation of its own (SearchPolicy.best()).
+- A child with one violation among its evaluations is disqualified: it leaves the population and is never
+  ranked, whatever its other evaluations scored (evo.search.policy).
+- Its descendants stay (each of their evaluations is checked the same way, so a descendant keeps its place until
+  it is caught itself), but one is crowned the run's best only with an ok confirmation of its own.
 """
 
 from __future__ import annotations

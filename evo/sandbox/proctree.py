@@ -1,16 +1,15 @@
 """Finding and ending every process an evaluation started.
 
-Each evaluation's processes carry a marker in their environment (inherited by everything they start) and start
-in a session of their own. Ending an evaluation kills its process group and then every process on the machine that
-still carries its marker, which also catches processes that left the session with setsid() or double-forked.
-evo.sandbox.supervise, which stands between a worker and each phase, does this when the worker dies, and the training
-process dies with the supervisor. A marker names the process that owns the evaluation, so whatever a SIGKILLed
-worker or driver left behind is swept before the next evaluation on that machine (sweep_orphans).
-
-What this cannot catch: a process that both leaves the session and execs itself with a cleared environment
-(/proc/PID/environ keeps the environment a process started with). Where evo.sandbox.shield runs the training process,
-its PID namespace catches that too (the kernel ends every process in it when the first one ends); this layer does not
-assume namespaces are available.
+- Each evaluation's processes carry a marker in their environment (inherited by everything they start) and start
+  in a session of their own.
+- Ending an evaluation kills its process group, then every process on the machine that still carries its marker
+  (which catches processes that left the session with setsid() or double-forked). evo.sandbox.supervise does this
+  when the worker dies, and the training process dies with the supervisor.
+- A marker names the process that owns the evaluation, so whatever a SIGKILLed worker or driver left behind is
+  swept before the next evaluation on that machine (sweep_orphans).
+- Not caught here: a process that both leaves the session and execs itself with a cleared environment
+  (/proc/PID/environ keeps the environment a process started with). Where evo.sandbox.shield runs the training
+  process, its PID namespace catches that too; this layer does not assume namespaces are available.
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
     python -I -m evo.sandbox.scorer SPEC RESULT_FD
 
-SPEC is a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "weights": the
-weights handed over at the budget's end, "val_dir", "test_dir" (only when test_bpb is asked for), "device",
-"threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the task bundle's
-copy, the archive the bytes the batch server received. No code from train.py runs here: the archive is parsed and
-checked by evo.sandbox.graph.archive before any tensor is built (no torch loader ever sees it), and the graph runs op
-by op from an allow-list. The result goes to RESULT_FD as one JSON object, and the evaluating process
-takes it only from there and only when this process exits 0. A NaN or infinite score is a rejection ("non-finite
-val_bpb: nan"), whatever the harness's metric says of it.
+- SPEC: a JSON file from the evaluating process: {"harness": prepare.py, "model": the archive, "weights": the
+  weights handed over at the budget's end, "val_dir", "test_dir" (only when test_bpb is asked for), "device",
+  "threads"}. Every path in it is the evaluating process's choice, none the child's: the harness is the task
+  bundle's copy, the archive the bytes the batch server received.
+- No code from train.py runs here: the archive is parsed and checked by evo.sandbox.graph.archive before any tensor
+  is built (no torch loader ever sees it), and the graph runs op by op from an allow-list.
+- The result goes to RESULT_FD as one JSON object; the evaluating process takes it only from there and only when
+  this process exits 0.
+- A NaN or infinite score is a rejection ("non-finite val_bpb: nan"), whatever the harness's metric says of it.
 """
 
 from __future__ import annotations
