@@ -1,33 +1,21 @@
-"""The search policy: steady-state, asynchronous, noise-aware. Who is in the population, who becomes a parent, what
-to evaluate next and what to confirm; no Ray and no store.
+"""The search policy: steady-state, asynchronous, noise-aware; no Ray and no store.
 
-    noise phase    the seed genome on `noise_seeds` seeds: the noise floor, and a first check that the task works
-    search phase   the next task is a confirm evaluation if an elite needs one, else the next child; children are
-                   proposed ahead of the workers, from the start: during the noise phase children of the seed are
-                   proposed, so slow (LLM) proposals are ready when the first worker is free for a child
-    final phase    the best is confirmed on fresh seeds before it is reported
-
-Seeds: every search evaluation uses the run's search seed, so parent and child are compared on the same draw;
-confirm evaluations use the same fresh seeds for every individual, so confirmed individuals are compared paired too.
-
-An executor drives it (evo.engine on Ray workers; a test or a benchmark with results of its own), one pass at a
-time, with no generation barrier:
-
-    policy.report(task, result)           each finished evaluation
-    policy.child(proposal, variation)     each finished proposal (vary(proposal) made it, in a thread or not)
-    policy.close_noise_phase()            True when the noise floor was just set
-    policy.proposals()                    children to start proposing now
-    policy.close_search()                 True when the run is over
-    policy.next_task()                    for each free worker, until None
-
-state() and History give a policy back after a restart: the state is small (random state, counters, phase); the
-individuals and evaluations come from wherever the executor stored them.
+- phases: noise (the seed on `noise_seeds` seeds: the noise floor, and a first check that the task works), search
+  (a confirm evaluation if an elite needs one, else the next child), final (the best confirmed on fresh seeds)
+- children are proposed ahead of the workers from the start (in the noise phase, children of the seed), so slow
+  (LLM) proposals are ready when the first worker is free; the Proposer (evo.search.proposals) makes them
+- seeds: every search evaluation uses the run's search seed (parent and child compared on the same draw); confirm
+  evaluations use the same fresh seeds for every individual (confirmed individuals compared paired too)
+- an executor (evo.engine on Ray workers; a test or a benchmark) drives it one pass at a time, with no generation
+  barrier: report(task, result) for each finished evaluation, child(proposal, variation) for each finished
+  proposal, close_noise_phase(), proposals(), close_search() (True when the run is over), next_task() for each
+  free worker until None
+- resume: state() is small (random state, counters, phase); History brings the individuals and evaluations back
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import statistics
 from collections import deque
@@ -40,36 +28,21 @@ from evo.fitness import SCORED_PURPOSES, score
 from evo.integrity import disqualification, violation
 from evo.results import score_problem, typed
 from evo.search.islands import Islands
+from evo.search.proposals import Proposal, Proposer, Verdict, vary
 from evo.search.selection import Member, elites, select_parents, survivors
-from genome import (
-    Genome,
-    content_hash,
-    hyperparameters,
-    lowest_common_ancestor,
-    validate,
-)
-from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
-from operators.errors import OperatorConfigError, OperatorUnavailable
-from operators.hyper import in_bound
+from genome import Genome, content_hash
+from operators.errors import OperatorConfigError
 from operators.registry import REGISTRY
+from operators.variation import Variation
 
 if TYPE_CHECKING:  # the policy reads a RunConfig's fields; building one (evo.config) is the caller's business
     from evo.config import RunConfig
-from operators.variation import Variation
 
-log = logging.getLogger(__name__)
+# What an executor imports from here (Proposal, Verdict and vary are evo.search.proposals').
+__all__ = ["History", "Proposal", "SearchPolicy", "SeedFailed", "Task", "Verdict", "vary"]
 
-MAX_INVALID_IN_A_ROW = 50
+
 CLOSE = 2.0          # confirm="close": an elite is confirmed while another member is within this many noise floors
-# adaptive_steps: an operator's step size (operators.registry: hyper.mutate's sigma) is its registered value times
-# `step`, which grows by STEP_UP after a child of such an operator that beats its parent and shrinks by
-# STEP_UP ** -0.25 after one that does not: steady at one success in five.
-STEP_UP = 1.5
-STEP_RANGE = (0.25, 8.0)
-# adaptive_operators: an operator's weight is multiplied by its children's success rate (beating their parent on the
-# search seed), Laplace-smoothed ((wins + 1) / (trials + 2)), and never below MIN_RATE of it, so none is shut out.
-MIN_RATE = 0.05
-RECENT_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -80,44 +53,6 @@ class Task:
     seed: int
     purpose: str             # search, confirm, noise
     preflight: bool = False
-
-
-@dataclass(frozen=True, eq=False)
-class Proposal:
-    """A child to make: the operator, its parents, the generator it draws from, and what the operator is told
-    besides the sources, each only when the operator declared it a need (the parents' common ancestor, the LLM
-    context)."""
-
-    operator: str
-    parents: tuple[Genome, ...]
-    rng: random.Random
-    ancestor: Genome | None = None
-    context: LLMContext | None = None
-    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # the operator's, for this child
-    island: int = 0                                                         # whose parents these are
-
-    @property
-    def parent_ids(self) -> tuple[str, ...]:
-        return tuple(p.id for p in self.parents)
-
-    @property
-    def needs_llm(self) -> bool:
-        return REGISTRY.get(self.operator).needs_llm
-
-    def given(self, client=None) -> OperatorContext:
-        """What the operator may take besides its parents, with client (the LLM client) added."""
-        return OperatorContext(client=client, context=self.context or LLMContext(), ancestor=self.ancestor)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What became of a proposal: status proposed (it waits for a worker), invalid, duplicate or rejected, with the
-    reason; give_up is set when the operators have produced too many unusable children in a row to go on."""
-
-    status: str
-    id: str | None = None
-    reason: str | None = None
-    give_up: str | None = None
 
 
 @dataclass
@@ -164,7 +99,6 @@ class SearchPolicy:
         self.noise_floor: float | None = None
         self.genomes: dict[str, Genome] = {}
         self.parents: dict[str, tuple[str, ...]] = {}
-        self.sources: dict[str, str] = {}                 # content hash -> the first individual with that source
         self.results: dict[str, list[tuple[int, float, str]]] = {}   # id -> [(seed, val_bpb, purpose)] ok only
         self.disqualified: dict[str, str] = {}            # id -> why (evo.integrity): out of the population, unranked
         self.islands = Islands.of(config.islands, config.population)   # who is in the population, island by island
@@ -172,11 +106,8 @@ class SearchPolicy:
         self.confirm_queue: deque[Task] = deque()
         self.running: list[Task] = []                     # handed out by next_task(), not reported yet
         self.proposing = 0                                # handed out by proposals(), not back through child()
-        self.attempts: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
-        self.invalid_in_a_row = 0
-        self.step = 1.0                                   # adaptive_steps: the multiplier of the step sizes
-        self.credit: dict[str, list[int]] = {}            # operator -> [children that beat their parent, children]
-        self.weights = dict(config.operators) if llm else REGISTRY.offline(config.operators)
+        self.proposer = Proposer(config, llm=llm, program=program, genomes=self.genomes, parents=self.parents,
+                                 mean=self._mean)          # which operator, told what, and what became of its child
         self.seed_id = content_hash(seed_source)
         seeds = random.Random(f"seeds-{config.seed}")
         self.search_seed = seeds.randrange(1, 2**31)
@@ -191,7 +122,7 @@ class SearchPolicy:
     def _start(self, seed_source: str) -> None:
         self.genomes[self.seed_id] = Genome.seed(seed_source)
         self.parents[self.seed_id] = ()
-        self.sources[self.seed_id] = self.seed_id
+        self.proposer.note(self.seed_id, self.seed_id)
         for i, s in enumerate(self._noise_seeds()):
             self.confirm_queue.append(Task(self.seed_id, s, "noise", preflight=self.config.preflight and i == 0))
 
@@ -204,15 +135,14 @@ class SearchPolicy:
         self.counters = Counters(**{k: v for k, v in state["counters"].items() if k in known})
         self.noise_floor = state.get("noise_floor")
         self.phase = state.get("phase", "search")
-        self.step = state.get("step", 1.0)
-        self.credit = {name: list(c) for name, c in state.get("credit", {}).items()}
+        self.proposer.restore(state)
         self.counters.search_dispatched = self.counters.search_done
         for ind in history.individuals:
             self.parents[ind.id] = tuple(ind.parents)
             if ind.source is not None:
                 self.genomes[ind.id] = Genome(ind.source, tuple(ind.parents), ind.operator, ind.description)
                 if ind.status != "duplicate":
-                    self.sources.setdefault(content_hash(ind.source), ind.id)
+                    self.proposer.note(content_hash(ind.source), ind.id)
         for ev in history.evaluations:
             if ev.status == "ok" and ev.purpose in SCORED_PURPOSES and score_problem(ev.val_bpb) is None:
                 self.results.setdefault(ev.individual_id, []).append((ev.seed, ev.val_bpb, ev.purpose))
@@ -244,7 +174,8 @@ class SearchPolicy:
     def state(self) -> dict:
         """What to save to resume from (JSON-able): the random state, counters, phase, noise floor and seeds."""
         return {"rng": self.rng.getstate(), "counters": dataclasses.asdict(self.counters),
-                "noise_floor": self.noise_floor, "phase": self.phase, "step": self.step, "credit": self.credit,
+                "noise_floor": self.noise_floor, "phase": self.phase, "step": self.proposer.step,
+                "credit": self.proposer.credit,
                 "islands": self.islands.state(),
                 "search_seed": self.search_seed,
                 "fresh_seeds": list(self.fresh_seeds)}
@@ -252,7 +183,7 @@ class SearchPolicy:
     def note_individual(self, id: str, source: str) -> None:
         """An individual made outside the search (an ablated variant of `evo replay`): a child with its source is a
         duplicate."""
-        self.sources.setdefault(content_hash(source), id)
+        self.proposer.note(content_hash(source), id)
 
     def genome(self, id: str) -> Genome:
         return self.genomes[id]
@@ -325,14 +256,6 @@ class SearchPolicy:
         except OperatorConfigError:
             return True
 
-    @staticmethod
-    def _has_step(operator: str) -> bool:
-        """Whether operator declared a step size (operators.registry), which adaptive_steps scales."""
-        try:
-            return REGISTRY.get(operator).step is not None
-        except OperatorConfigError:
-            return False
-
     def report(self, task: Task, result: Mapping[str, Any]) -> None:
         """A finished evaluation of a task next_task() handed out: result is the evaluation record (status, val_bpb
         when ok, error). A search result places its child; elites get confirmations queued. Raises SeedFailed
@@ -397,19 +320,12 @@ class SearchPolicy:
         parent = genome.parents[0] if genome.parents else None
         parent_mean = self._mean(parent)
         delta = result["val_bpb"] - parent_mean if ok and parent_mean is not None else None
-        if self.config.adaptive_steps and self._has_step(genome.operator):
-            factor = STEP_UP if delta is not None and delta < 0 else STEP_UP ** -0.25
-            self.step = min(STEP_RANGE[1], max(STEP_RANGE[0], self.step * factor))
-        credit = self.credit.setdefault(genome.operator, [0, 0])
-        credit[0] += delta is not None and delta < 0
-        credit[1] += 1
         if not ok:
             self.islands.drop(child)
-            self.attempts.append(Attempt(genome.description or genome.operator, result["status"], genome.operator,
-                                         None, (result.get("error") or "")[:200]))
+            self.proposer.evaluated(genome, delta, result["status"], result.get("error") or "")
             return
         status = "kept" if self.islands.place(child, self._ranked) else "discarded"
-        self.attempts.append(Attempt(genome.description or genome.operator, status, genome.operator, delta))
+        self.proposer.evaluated(genome, delta, status)
 
     def _queue_confirmations(self) -> None:
         """Each elite gets evaluated on the fresh seeds it has not had yet."""
@@ -471,18 +387,10 @@ class SearchPolicy:
             out.append(proposal)
         return out
 
-    def operator_weights(self) -> dict[str, float]:
-        """The weights operators are drawn with now: the configured ones, times each one's success rate with
-        adaptive_operators."""
-        if not self.config.adaptive_operators:
-            return self.weights
-        rate = lambda wins, trials: max(MIN_RATE, (wins + 1) / (trials + 2))   # noqa: E731
-        return {name: w * rate(*self.credit.get(name, (0, 0))) for name, w in self.weights.items()}
-
     def _proposal(self) -> Proposal | None:
-        if not self.weights:
+        spec = self.proposer.pick(self.rng)
+        if spec is None:
             return None
-        spec = REGISTRY.pick(self.operator_weights(), self.rng)
         island = self.islands.next()
         members = self._members(self.islands.island(island))
         if members:
@@ -490,92 +398,23 @@ class SearchPolicy:
             parents = [self.genomes[m.id] for m in chosen]
         else:  # the noise phase: the seed is the only individual there is
             parents = [self.genomes[self.seed_id]] * spec.arity
-        if len({p.id for p in parents}) < spec.arity:  # one individual twice: the operator's one-parent fallback
-            if spec.fallback not in self.weights:
-                return None
-            spec, parents = REGISTRY.get(spec.fallback), parents[:1]
-        ancestor = self._ancestor(parents) if "ancestor" in spec.needs else None
-        context = self._llm_context(parents) if "context" in spec.needs else None
-        settings = {}
-        if self.config.bounds and "bounds" in spec.accepts:
-            settings["bounds"] = dict(self.config.bounds)
-        if self.config.adaptive_steps and spec.step is not None:
-            settings[spec.step] = spec.base_step * self.step
-        return Proposal(spec.name, tuple(parents), random.Random(self.rng.random()), ancestor, context, settings,
-                        island)
+        return self.proposer.proposal(spec, parents, island, self.rng, self.noise_floor)
 
     def child(self, proposal: Proposal, variation: Variation, unavailable: bool = False) -> Verdict:
-        """What an operator made of a proposal: invalid (no source), duplicate (a source the run has), rejected (the
-        validator refused it) or proposed (it waits for a worker). unavailable: the operator's family cannot run any
-        more (no key that works, the spend cap), so the offline operators carry on alone."""
+        """What an operator made of a proposal (Proposer.verdict: invalid, duplicate, rejected or proposed); a
+        proposed child waits for a worker. unavailable: the operator's family cannot run any more (no key that
+        works, the spend cap), so the offline operators carry on alone."""
         self.proposing -= 1
-        if unavailable:
-            self.weights = REGISTRY.offline(self.weights)
-            return Verdict("invalid", reason=variation.reason)
-        if not variation.ok:
-            self.attempts.append(Attempt(variation.description or variation.operator, "invalid", variation.operator,
-                                         None, variation.reason[:200]))
+        verdict = self.proposer.verdict(proposal, variation, unavailable)
+        if verdict.status == "invalid" and not unavailable:
             self.counters.invalid += 1
-            return Verdict("invalid", reason=variation.reason, give_up=self._count_unusable(variation,
-                                                                                           variation.reason))
-        self.invalid_in_a_row = 0
-        child_id = content_hash(variation.source)
-        original = self.sources.get(child_id)
-        if original is not None:
-            reason = f"duplicate of {original}"
-            return Verdict("duplicate", reason=reason, give_up=self._count_unusable(variation, reason))
-        self.sources[child_id] = child_id
-        verdict = validate(variation.source)
-        reason = verdict.reason if not verdict.ok else self._outside_bounds(variation.source)
-        if reason:
-            self.attempts.append(Attempt(variation.description, "rejected", variation.operator, None, reason[:200]))
-            return Verdict("rejected", child_id, reason)
-        parent_ids = proposal.parent_ids
-        self.genomes[child_id] = Genome(variation.source, parent_ids, variation.operator, variation.description)
-        self.parents[child_id] = parent_ids
-        self.islands.assign(child_id, proposal.island)
-        self.ready.append(child_id)
-        return Verdict("proposed", child_id)
-
-    def _outside_bounds(self, source: str) -> str | None:
-        """Why a child leaves the run's --bounds (whatever operator made it), or None."""
-        if not self.config.bounds:
-            return None
-        view = hyperparameters(source)
-        for name, (low, high) in self.config.bounds.items():
-            if name in view and not in_bound(view[name].value, (low, high)):
-                return f"{name} = {view[name].text} is outside --bounds {name}={low:g}:{high:g}"
-        return None
-
-    def _count_unusable(self, variation: Variation, reason: str) -> str | None:
-        """Invalid and duplicate children in a row: past a bound the operators cannot make progress."""
-        self.invalid_in_a_row += 1
-        if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
-            return (f"the operators produced {MAX_INVALID_IN_A_ROW} unusable children in a row (last: "
-                    f"{variation.operator}: {reason}); check --operators")
-        return None
-
-    def _ancestor(self, parents: list[Genome]) -> Genome | None:
-        lca = lowest_common_ancestor(parents[0].id, parents[1].id, self.parents)
-        return self.genomes.get(lca) if lca else None
-
-    def _llm_context(self, parents: list[Genome]) -> LLMContext:
-        lineages = [self._lineage(p.id) for p in parents]
-        return LLMContext(program=self.program, parent=lineages[0], other=lineages[1] if len(lineages) > 1 else None,
-                          recent=tuple(self.attempts), noise_bpb=self.noise_floor,
-                          bounds=tuple((name, low, high) for name, (low, high) in (self.config.bounds or {}).items()))
-
-    def _lineage(self, id: str) -> Lineage:
-        steps = []
-        node = id
-        while self.parents.get(node):
-            parent = self.parents[node][0]
-            g = self.genomes.get(node)
-            mean, before = self._mean(node), self._mean(parent)
-            steps.append(Step(g.description if g else "", g.operator if g else "", mean,
-                              mean - before if mean is not None and before is not None else None))
-            node = parent
-        return Lineage(self._mean(id), tuple(reversed(steps[:20])))
+        if verdict.status == "proposed":
+            parent_ids = proposal.parent_ids
+            self.genomes[verdict.id] = Genome(variation.source, parent_ids, variation.operator, variation.description)
+            self.parents[verdict.id] = parent_ids
+            self.islands.assign(verdict.id, proposal.island)
+            self.ready.append(verdict.id)
+        return verdict
 
     # -- fitness ---------------------------------------------------------------------------------------------------
 
@@ -616,20 +455,6 @@ class SearchPolicy:
         n_confirm = sum(1 for _, _, p in self.results[m.id] if p == "confirm")
         return {"id": m.id, "mean_bpb": m.mean_bpb, "std_bpb": statistics.stdev(values) if len(values) > 1 else None,
                 "n": m.n, "n_confirm": n_confirm, "score": m.score}
-
-
-def vary(proposal: Proposal, client=None) -> tuple[Variation, bool]:
-    """Runs a proposal's operator (client: the LLM client, for an LLM operator); whatever goes wrong becomes an
-    invalid variation, never an exception. Returns (variation, whether the operator's family became unavailable:
-    spend cap, refused key, no client)."""
-    spec = REGISTRY.get(proposal.operator)
-    try:
-        return spec(list(proposal.parents), proposal.rng, proposal.given(client), **proposal.settings), False
-    except OperatorUnavailable as e:
-        return Variation.invalid(spec.name, str(e)), True
-    except Exception as e:  # an operator bug must not end the run: record it against the child
-        log.exception("operator %s failed", spec.name)
-        return Variation.invalid(spec.name, f"{type(e).__name__}: {e}"), False
 
 
 def _tuples(value):

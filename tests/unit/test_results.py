@@ -84,8 +84,8 @@ def test_the_policy_takes_non_finite_and_malformed_results_as_failures_and_runs_
         policy.best()
     assert policy.counters.search_done == 4 and policy.counters.failed == 4
     assert policy.population == [SEED_ID] and policy.best()["id"] == SEED_ID
-    assert [a.status for a in policy.attempts] == ["rejected", "rejected", "crash", "rejected"]
-    assert policy.attempts[0].reason == "non-finite val_bpb: inf"
+    assert [a.status for a in policy.proposer.attempts] == ["rejected", "rejected", "crash", "rejected"]
+    assert policy.proposer.attempts[0].reason == "non-finite val_bpb: inf"
 
 
 def test_a_seed_whose_noise_score_is_not_finite_fails_with_the_reason():

@@ -8,14 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from evo.config import RunConfig
-from evo.search.policy import (
-    MAX_INVALID_IN_A_ROW,
-    History,
-    SearchPolicy,
-    SeedFailed,
-    Task,
-    vary,
-)
+from evo.search.policy import History, SearchPolicy, SeedFailed, Task
+from evo.search.proposals import MAX_INVALID_IN_A_ROW, vary
 from genome import content_hash, hyperparameters, lowest_common_ancestor, rewrite
 from operators.registry import REGISTRY
 from operators.variation import Variation
@@ -297,7 +291,7 @@ def test_a_worker_that_dies_costs_its_search_evaluation_only():
     policy.report(task, died)
     assert policy.counters.failed == 1 and policy.counters.search_done == 1
     assert task.individual not in policy.population and task.individual not in policy.ready
-    assert policy.attempts[-1].status == "crash" and "worker died" in policy.attempts[-1].reason
+    assert policy.proposer.attempts[-1].status == "crash" and "worker died" in policy.proposer.attempts[-1].reason
     run.run()  # the run goes on to its end without it
     assert policy.phase == "finished"
     assert [t.individual for t in run.tasks].count(task.individual) == 0
@@ -445,7 +439,7 @@ def test_too_many_unusable_children_in_a_row_give_up():
     proposals = policy.proposals()
     verdicts = [policy.child(p, Variation.invalid(p.operator, "no change")) for p in proposals[:MAX_INVALID_IN_A_ROW]]
     assert all(v.status == "invalid" and v.reason == "no change" for v in verdicts)
-    assert policy.counters.invalid == MAX_INVALID_IN_A_ROW and policy.attempts[-1].status == "invalid"
+    assert policy.counters.invalid == MAX_INVALID_IN_A_ROW and policy.proposer.attempts[-1].status == "invalid"
     assert not any(v.give_up for v in verdicts[:-1])
     assert "50 unusable children in a row" in verdicts[-1].give_up
 
@@ -469,7 +463,7 @@ def test_a_child_the_validator_refuses_is_rejected_and_never_run():
     proposal = policy.proposals()[0]
     verdict = policy.child(proposal, Variation.child("hyper.mutate", "import os\nos.system('x')\n", "bad"))
     assert verdict.status == "rejected" and verdict.reason
-    assert not policy.ready and policy.attempts[-1].status == "rejected"
+    assert not policy.ready and policy.proposer.attempts[-1].status == "rejected"
 
 
 def test_with_bounds_the_hyper_operators_are_given_them_and_a_child_outside_is_rejected_whoever_made_it():
@@ -510,7 +504,7 @@ def test_an_llm_family_that_becomes_unavailable_leaves_the_offline_operators():
     assert proposal.context.noise_bpb == policy.noise_floor
     verdict = policy.child(proposal, Variation.invalid("llm.mutate", "spend cap reached"), unavailable=True)
     assert verdict.status == "invalid" and verdict.reason == "spend cap reached"
-    assert policy.weights and not any(REGISTRY.get(name).needs_llm for name in policy.weights)
+    assert policy.proposer.weights and not any(REGISTRY.get(name).needs_llm for name in policy.proposer.weights)
     assert all(not p.needs_llm for p in policy.proposals())
 
 
@@ -544,7 +538,7 @@ def test_a_proposal_carries_an_ancestor_and_an_llm_context_only_for_an_operator_
     for operator, has_ancestor, has_context in (("hyper.mutate", False, False), ("hyper.crossover", False, False),
                                                 ("merge.crossover", True, False), ("llm.mutate", False, True),
                                                 ("llm.crossover", True, True)):
-        policy.weights = {operator: 1.0}
+        policy.proposer.weights = {operator: 1.0}
         proposals = policy.proposals()
         assert proposals and {p.operator for p in proposals} == {operator}
         for p in proposals:
@@ -558,7 +552,7 @@ def test_a_proposal_carries_an_ancestor_and_an_llm_context_only_for_an_operator_
 
 def test_without_an_llm_client_only_the_offline_operators_are_used():
     policy = SearchPolicy(settings(operators={"llm.mutate": 1.0, "hyper.mutate": 1.0}), SEED)
-    assert policy.weights == {"hyper.mutate": 1.0}
+    assert policy.proposer.weights == {"hyper.mutate": 1.0}
 
 
 def test_the_hours_limit_ends_the_search_on_the_policys_clock():
@@ -585,16 +579,16 @@ def test_adaptive_steps_grow_after_a_child_beats_its_parent_and_shrink_after_one
     run = Executor(policy, result)
     while policy.counters.search_done < 2:
         run.step()
-    assert policy.step == pytest.approx(1.5 ** 2)
+    assert policy.proposer.step == pytest.approx(1.5 ** 2)
     run.propose()
     sigmas = [p.settings["sigma"] for p, _, _ in run.proposed]
     assert sigmas[0] == pytest.approx(0.3) and sigmas[-1] == pytest.approx(0.3 * 1.5 ** 2)
     improving["better"] = False
     while policy.counters.search_done < 4:
         run.step()
-    assert policy.step == pytest.approx(1.5 ** 2 * 1.5 ** -0.5)
+    assert policy.proposer.step == pytest.approx(1.5 ** 2 * 1.5 ** -0.5)
     saved = json.loads(json.dumps(policy.state()))
-    assert SearchPolicy(policy.config, SEED, history=History(saved)).step == policy.step
+    assert SearchPolicy(policy.config, SEED, history=History(saved)).proposer.step == policy.proposer.step
 
 
 def test_adaptive_operators_draw_the_operator_whose_children_improve_more_often():
@@ -608,16 +602,16 @@ def test_adaptive_operators_draw_the_operator_whose_children_improve_more_often(
     ops = {"hyper.mutate": 1.0, "hyper.sample": 1.0}
     policy = SearchPolicy(settings(evaluations=30, adaptive_operators=True, elites=0, operators=ops), SEED)
     Executor(policy, result).run()
-    wins_sample, tried_sample = policy.credit["hyper.sample"]
-    wins_mutate, tried_mutate = policy.credit["hyper.mutate"]
+    wins_sample, tried_sample = policy.proposer.credit["hyper.sample"]
+    wins_mutate, tried_mutate = policy.proposer.credit["hyper.mutate"]
     assert wins_sample == tried_sample > 0 and wins_mutate == 0 and tried_mutate > 0
-    weights = policy.operator_weights()
+    weights = policy.proposer.operator_weights()
     assert weights["hyper.sample"] > 5 * weights["hyper.mutate"] > 0       # favoured, the other never shut out
     assert tried_sample > tried_mutate
     saved = json.loads(json.dumps(policy.state()))
-    assert SearchPolicy(policy.config, SEED, history=History(saved)).operator_weights() == weights
+    assert SearchPolicy(policy.config, SEED, history=History(saved)).proposer.operator_weights() == weights
     fixed = SearchPolicy(dataclasses.replace(policy.config, adaptive_operators=False), SEED, history=History(saved))
-    assert fixed.operator_weights() == ops                                  # off: the configured weights
+    assert fixed.proposer.operator_weights() == ops                                  # off: the configured weights
 
 
 def test_without_adaptive_steps_proposals_carry_no_settings():
