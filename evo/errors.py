@@ -9,10 +9,10 @@
     ├── OperatorConfigError  bad --operators text or bad LLM settings
     └── OperatorUnavailable  an operator cannot run here (no API key, spend cap reached)
 
-The operators import nothing from evo, so theirs cannot derive from EvoError. Nor does this module import them:
-the scorer imports it inside the sandbox, which holds evo's own package and nothing else of the project.
-
-A failed child is not an error: it is a result with a status and a reason, stored like any other result.
+- The operators import nothing from evo, so theirs cannot derive from EvoError; nor does this module import them
+  (the scorer imports it inside the sandbox, which holds evo's own package and nothing else of the project).
+- first_line(error): an exception as one line, the one way evo quotes an error it caught.
+- A failed child is not an error: it is a result with a status and a reason, stored like any other result.
 """
 
 
@@ -30,3 +30,14 @@ class TaskError(EvoError):
 
 class StoreError(EvoError):
     """The store is missing, held by another run, or lacks what was asked for."""
+
+
+def first_line(error: BaseException, limit: int | None = None, *, typed: bool = False) -> str:
+    """An exception as the one line a message quotes: the first line of its text (torch's, Ray's and DuckDB's run
+    to many), or its type's name when the text is empty; typed puts the type's name first ("ValueError: ...");
+    cut to limit characters when one is given."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    if typed or not line:
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return line[:limit]

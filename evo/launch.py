@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evo.config import RunConfig, read_text_file
-from evo.errors import ConfigError, StoreError
+from evo.errors import ConfigError, StoreError, first_line
 from evo.run_status import RunStatus
 from evo.sandbox import shield
 from evo.sandbox.environment import is_secret, passed_values
@@ -211,7 +211,7 @@ class LiveRun:
         try:
             return ray.get(self._done)
         except ray.exceptions.RayActorError as e:
-            return _died(self.run_id, f"the run actor died: {str(e).splitlines()[0]}")
+            return _died(self.run_id, f"the run actor died: {first_line(e)}")
 
     def stop(self) -> None:
         """Asks the run to stop: in-flight evaluations are stored as interrupted, and done() then returns."""
@@ -226,7 +226,7 @@ class LiveRun:
         except ray.exceptions.GetTimeoutError:
             return f"the run actor did not answer within {timeout:g} s"
         except ray.exceptions.RayError as e:
-            return f"the run actor could not answer: {str(e).splitlines()[0]}"
+            return f"the run actor could not answer: {first_line(e)}"
 
     def close(self) -> None:
         import ray

@@ -17,7 +17,7 @@ import ray
 from evo.cluster import NAMESPACE
 from evo.config import RunConfig
 from evo.engine import Engine
-from evo.errors import EvoError, StoreError
+from evo.errors import EvoError, StoreError, first_line
 from evo.run_status import RunStatus
 from evo.store import READS, acquire_lock, open_writer, release_lock
 from evo.workers import start_workers
@@ -79,7 +79,7 @@ class RunActor:
             self.error = str(e)
         except Exception as e:  # a bug: keep the traceback in the log, tell the user one line
             log.error("the population loop failed:\n%s", traceback.format_exc())
-            self.error = f"internal error: {type(e).__name__}: {e}"
+            self.error = f"internal error: {first_line(e, typed=True)}"
         with self.engine.lock:
             try:
                 self.store.finish_run(self.run_id, "failed")

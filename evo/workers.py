@@ -23,7 +23,7 @@ from typing import Any
 import ray
 
 from evo import conditions
-from evo.errors import EvoError
+from evo.errors import EvoError, first_line
 from evo.sandbox import evaluation as sandbox
 from evo.sandbox.evaluation import Budget, EvalRequest
 from evo.sandbox.supervise import Limits
@@ -223,7 +223,7 @@ class WorkerPool:
                 self.conditions = self.conditions or conditions
                 self._note_speed(conditions)
             except ray.exceptions.RayError as e:
-                self.notes.append(f"worker-{w} failed to start ({str(e).strip().splitlines()[0][:200]}); "
+                self.notes.append(f"worker-{w} failed to start ({first_line(e, 200)}); "
                                   f"going on with the others")
         now = time.time()
         for w, (_, since) in self._pending.items():
@@ -289,12 +289,12 @@ class WorkerPool:
                 result = ray.get(ref)
                 lost = False
             except ray.exceptions.RayActorError as e:
-                result = self._no_result(job, "crash", f"worker died during the evaluation: {str(e).splitlines()[0]}")
+                result = self._no_result(job, "crash", f"worker died during the evaluation: {first_line(e)}")
                 self.workers[job.worker] = self.make_worker(job.worker)
                 self.ready.discard(job.worker)
                 self._pending[job.worker] = (self.workers[job.worker].describe.remote(), time.time())
             except ray.exceptions.RayError as e:
-                result = self._no_result(job, "crash", f"evaluation failed in Ray: {str(e).splitlines()[0]}")
+                result = self._no_result(job, "crash", f"evaluation failed in Ray: {first_line(e)}")
             self.free.add(job.worker)
             finished.append(Finished(job.task, result, job.worker, job.started, time.time() - job.started, lost))
         return finished

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evo.errors import first_line
 from evo.sandbox.child.channel import (
     ChannelError,
     copy_payload,
@@ -292,7 +293,7 @@ class BatchServer(threading.Thread):
         except (ChannelError, OSError) as e:
             self._violate(str(e))
         except Exception as e:  # anything else the child's input set off: recorded, never a dead thread
-            self._violate(f"a request the harness could not handle ({type(e).__name__}: {str(e)[:200]})")
+            self._violate(f"a request the harness could not handle ({first_line(e, 200, typed=True)})")
         finally:
             try:
                 self.sock.close()

@@ -28,7 +28,7 @@ import threading
 
 import duckdb
 
-from evo.errors import StoreError
+from evo.errors import StoreError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ FORBIDDEN_FUNCTIONS = frozenset({
     "create_external_resource", "register_external_resource", "register_external_resource_type",
     "deregister_external_resource", "destroy_external_resource",
 })
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _tokens(sql: str) -> list[tuple[str, int]]:
@@ -120,7 +115,7 @@ def check_read_only(conn: duckdb.DuckDBPyConnection, statement, depth: int = 0) 
         try:
             statements = conn.extract_statements(inner) if inner else []
         except (duckdb.Error, ValueError) as e:
-            raise StoreError(f"evo sql: {_first_line(e)}") from None
+            raise StoreError(f"evo sql: {first_line(e)}") from None
         if len(statements) != 1:
             raise StoreError("evo sql: EXPLAIN needs exactly one statement to explain")
         check_read_only(conn, statements[0], depth + 1)
@@ -139,7 +134,7 @@ def parse_read_only(conn: duckdb.DuckDBPyConnection, sql: str) -> list:
     try:
         statements = conn.extract_statements(sql)
     except duckdb.Error as e:
-        raise StoreError(f"evo sql: {_first_line(e)}") from None
+        raise StoreError(f"evo sql: {first_line(e)}") from None
     if not statements:
         raise StoreError("evo sql: no statement given")
     for statement in statements:
@@ -179,7 +174,7 @@ def run_query(conn: duckdb.DuckDBPyConnection, sql: str, max_rows: int | None = 
     except duckdb.Error as e:
         if timed_out.is_set():
             raise StoreError(f"evo sql: the query ran past its {timeout:g} s limit and was stopped") from None
-        raise StoreError(f"evo sql: {_first_line(e)}") from None
+        raise StoreError(f"evo sql: {first_line(e)}") from None
     finally:
         if timer:
             timer.cancel()

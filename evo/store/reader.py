@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from evo.errors import StoreError
+from evo.errors import StoreError, first_line
 from evo.fitness import SCORED_PURPOSES
 from evo.integrity import DISQUALIFIED
 from evo.results import score_problem
@@ -55,9 +55,9 @@ def connect(db_path: str | os.PathLike, read_only: bool) -> duckdb.DuckDBPyConne
             held = _HELD.search(message)
             who = f"process {held.group(1)}" if held else "another process"
             raise StoreError(f"{path.name} is in use by {who}") from None
-        raise StoreError(f"cannot open {path}: {message.strip().splitlines()[0]}") from None
+        raise StoreError(f"cannot open {path}: {first_line(e)}") from None
     except duckdb.Error as e:
-        raise StoreError(f"cannot open {path}: {str(e).strip().splitlines()[0]}") from None
+        raise StoreError(f"cannot open {path}: {first_line(e)}") from None
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params=()) -> tuple[list[str], list[tuple]]:

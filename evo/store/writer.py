@@ -34,7 +34,7 @@ from typing import Any
 
 import duckdb
 
-from evo.errors import StoreError
+from evo.errors import StoreError, first_line
 from evo.results import typed
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.reader import StoreReader, connect
@@ -92,7 +92,7 @@ class StoreWriter(StoreReader):
                 self.conn.commit()  # inside: a commit fails too (a full disk), and must say so in one line
             except duckdb.Error as e:
                 self._rollback()
-                raise StoreError(f"{self.path.name}: {str(e).strip().splitlines()[0]}") from None
+                raise StoreError(f"{self.path.name}: {first_line(e)}") from None
             except BaseException:
                 self._rollback()
                 raise
@@ -312,7 +312,7 @@ def open_writer(db_path: str | os.PathLike) -> StoreWriter:
         create_schema(conn, str(db_path))
     except duckdb.Error as e:
         conn.close()
-        raise StoreError(f"cannot set up {db_path}: {str(e).strip().splitlines()[0]}") from None
+        raise StoreError(f"cannot set up {db_path}: {first_line(e)}") from None
     except BaseException:
         conn.close()
         raise

@@ -18,13 +18,13 @@ import operator
 import torch
 from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
+from evo.errors import first_line
 from evo.sandbox.graph.archive import (
     INT64,
     MAGIC,
     TENSOR_KINDS,
     WEIGHTS_MAGIC,
     ArchiveRefused,
-    first_line,
     read_archive,
 )
 from evo.sandbox.graph.run import DTYPES, LAYOUTS, MEMORY_FORMATS
@@ -47,7 +47,7 @@ def export_model(model: torch.nn.Module, example: torch.Tensor) -> bytes:
             program = torch.export.export(model, (example,))
         program = program.run_decompositions()
     except Exception as e:  # torch's own export errors run to many lines; the first says what went wrong
-        raise ExportError(f"torch.export could not capture the model: {first_line(e)}") from e
+        raise ExportError(f"torch.export could not capture the model: {first_line(e, 300)}") from e
     finally:
         model.train(was_training)
     data = _write(program)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch.export.graph_signature import InputKind
 
+from evo.errors import first_line
 from evo.sandbox.graph.ops import OpNotAllowed, check_args, resolve, type_path
 from evo.sandbox.graph.run import DTYPES, FLOATS, LAYOUTS, MEMORY_FORMATS, Node, Program
 
@@ -260,13 +261,7 @@ def _parse_json(raw: bytes):
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=constant, parse_float=number, object_pairs_hook=unique)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ArchiveRefused(f"the header is not valid JSON ({first_line(e)[:120]})") from None
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's message cut to its first line (torch's run to many)."""
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+        raise ArchiveRefused(f"the header is not valid JSON ({first_line(e, 120)})") from None
 
 
 def _describe(value) -> str:
