@@ -103,6 +103,7 @@ def real_executor(evaluations: EvaluationFile, *, workers: int | None, budget_to
 
     from evo.cluster import placement, start_ray
     from evo.evaluate_file import ensure_dataset
+    from evo.sandbox.budget import Budget
     from evo.task_files import fixed_files, harness_path, load_harness
     from evo.workers import WorkerPool, bundle_task, start_workers
 
@@ -115,11 +116,11 @@ def real_executor(evaluations: EvaluationFile, *, workers: int | None, budget_to
         cache_root = str(load_harness(harness).cache_dir())
 
         def start(count: int, prefix: str) -> list:
-            return start_workers(bundle, count, use_gpus=where["use_gpus"], cpus_per_worker=where["cpus_per_worker"],
-                                 threads=where["threads"], memory_mb=0, cache_root=cache_root, name_prefix=prefix)
+            return start_workers(bundle, count, use_gpus=where.use_gpus, cpus_per_worker=where.cpus_per_worker,
+                                 threads=where.threads, memory_mb=0, cache_root=cache_root, name_prefix=prefix)
 
-        pool = WorkerPool(start(where["count"], "bench"), lambda i: start(1, f"bench-{i}")[0], budget_seconds=None,
-                          budget_tokens=budget_tokens, time_limit=None)
+        pool = WorkerPool(start(where.count, "bench"), lambda i: start(1, f"bench-{i}")[0],
+                          budget=Budget(tokens=budget_tokens), time_limit=None)
         while not pool.idle:    # the pool hands out work only once Ray has started a worker
             pool.wait(1.0)
         yield RealExecutor(pool, evaluations, on_result)

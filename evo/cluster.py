@@ -3,7 +3,7 @@
     start_ray(address)      joins --address (else RAY_ADDRESS) with that cluster's own authentication (RAY_AUTH_MODE,
                             RAY_AUTH_TOKEN as for any Ray client), saying so in one line; without either, starts a
                             local Ray instance of the run's own, with authentication off
-    placement(workers)      how many workers, and what each holds (one GPU, or a share of the CPUs)
+    placement(workers)      a Placement: how many workers, and what each holds (one GPU, or a share of the CPUs)
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+from dataclasses import dataclass
 
 from evo.errors import ConfigError
 
@@ -79,31 +80,49 @@ def nodes() -> list[dict]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
-def placement(workers: int | None, offered: list[dict] | None = None, threads: int | None = None) -> dict:
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's workers go, built once by placement(); launch narrows it with dataclasses.replace."""
+
+    count: int                  # workers to start
+    use_gpus: bool              # one GPU each; else cpus_per_worker CPUs each
+    cpus_per_worker: float
+    threads: int | None         # torch threads of every evaluation (None on GPUs: torch's own choice)
+    fits: int                   # how many of them the nodes can hold at once
+    largest: str                # what the largest node offers, for messages ("8 CPU", "2 GPU")
+    dataset: str | None = None  # the prepared dataset's key (launch sets it), saved with the run for replay
+
+    @property
+    def asks(self) -> str:
+        """What one worker asks of a node."""
+        return "1 GPU" if self.use_gpus else f"{self.cpus_per_worker:g} CPU"
+
+
+def placement(workers: int | None, offered: list[dict] | None = None, threads: int | None = None) -> Placement:
     """How many workers, and what each holds, from what each node offers (offered; default: the cluster's nodes).
 
     Where there are GPUs, one GPU per worker (by default one worker per GPU). On CPU nodes every worker gets the
     same thread count, so every evaluation of a run is scored at the same threads and stays paired: threads (the
     run's own, on --resume), else 2 where the smallest node has 2 cores or more, else 1; never more than the
     smallest node has. By default there are as many workers as the nodes can hold at that count; with --workers N
-    and one node, the node's cores are shared among them as before. "fits" is how many of them the nodes can hold
+    and one node, the node's cores are shared among them as before. fits is how many of them the nodes can hold
     at once (the rest wait for a node, and are reported)."""
     offered = nodes() if offered is None else offered
     gpus = sum(int(n.get("GPU", 0)) for n in offered)
     if gpus:
         count = workers or gpus
-        return {"count": count, "use_gpus": True, "cpus_per_worker": 0, "threads": threads, "fits": min(count, gpus),
-                "largest": f"{max(int(n.get('GPU', 0)) for n in offered)} GPU"}
+        return Placement(count=count, use_gpus=True, cpus_per_worker=0, threads=threads, fits=min(count, gpus),
+                         largest=f"{max(int(n.get('GPU', 0)) for n in offered)} GPU")
     cores = [int(n.get("CPU", 0)) for n in offered if n.get("CPU", 0) >= 1] or [1]
     smallest = min(cores)
     if workers and len(cores) == 1 and threads in (None, max(1, cores[0] // workers)):
         # One machine: its cores are shared among the workers asked for (a share may be a fraction of a core); a
         # resume with the threads that sharing gives keeps it, so a run of more workers than cores resumes whole.
-        return {"count": workers, "use_gpus": False, "cpus_per_worker": cores[0] / workers,
-                "threads": max(1, cores[0] // workers), "fits": workers, "largest": f"{cores[0]} CPU"}
+        return Placement(count=workers, use_gpus=False, cpus_per_worker=cores[0] / workers,
+                         threads=max(1, cores[0] // workers), fits=workers, largest=f"{cores[0]} CPU")
     if threads is None:
         threads = max(1, min(smallest, sum(cores) // workers)) if workers else min(2, smallest)
     capacity = sum(c // threads for c in cores)
     count = workers or max(1, capacity)
-    return {"count": count, "use_gpus": False, "cpus_per_worker": threads, "threads": threads,
-            "fits": min(count, capacity), "largest": f"{max(cores)} CPU"}
+    return Placement(count=count, use_gpus=False, cpus_per_worker=threads, threads=threads,
+                     fits=min(count, capacity), largest=f"{max(cores)} CPU")

@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evo.choices import SELECTIONS
 from evo.errors import ConfigError
+from evo.sandbox.budget import Budget
 from evo.sandbox.environment import check_names
 from evo.sandbox.supervise import Limits
-from evo.search.selection import SELECTIONS
 
 
 def flag(help: str, *, metavar: str | None = None, group: str | None = None, exclusive: str | None = None,
@@ -115,12 +116,7 @@ class RunConfig:
             raise ConfigError(f"--evaluations must be at least 1; got {self.evaluations}")
         if self.hours is not None and not self.hours > 0:
             raise ConfigError(f"--hours must be positive; got {self.hours:g}")
-        if self.budget_seconds is not None and self.budget_tokens is not None:
-            raise ConfigError("give --budget-seconds or --budget-tokens, not both")
-        if self.budget_seconds is not None and not self.budget_seconds > 0:
-            raise ConfigError(f"--budget-seconds must be positive; got {self.budget_seconds:g}")
-        if self.budget_tokens is not None and self.budget_tokens < 1:
-            raise ConfigError(f"--budget-tokens must be positive; got {self.budget_tokens}")
+        _check_budget(self.budget_seconds, self.budget_tokens)
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}")
         if self.max_llm_cost is not None and self.max_llm_cost < 0:
@@ -141,6 +137,12 @@ class RunConfig:
                     and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
                     and bound[0] < bound[1]):
                 raise ConfigError(f"--bounds {name}: needs LOW:HIGH with LOW below HIGH; got {bound!r}")
+
+    @property
+    def budget(self) -> Budget:
+        """The training budget per evaluation (ConfigError where neither flag is given: launch.settle fills in
+        the harness's default first)."""
+        return Budget(seconds=self.budget_seconds, tokens=self.budget_tokens)
 
     def stored(self) -> dict:
         """The settings that define the run, as stored in the runs table (JSON-ready)."""
@@ -187,10 +189,13 @@ class EvalConfig:
             raise ConfigError(f"--threads must be 1 or more; got {self.threads}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ConfigError(f"--time-limit must be positive; got {self.time_limit:g}")
-        if self.budget_seconds is not None and not self.budget_seconds > 0:
-            raise ConfigError(f"--budget-seconds must be positive; got {self.budget_seconds:g}")
-        if self.budget_tokens is not None and self.budget_tokens < 1:
-            raise ConfigError(f"--budget-tokens must be positive; got {self.budget_tokens}")
+        _check_budget(self.budget_seconds, self.budget_tokens)
+
+    @property
+    def budget(self) -> Budget:
+        """The training budget (ConfigError where neither flag is given: evaluate_file fills in the harness's
+        default first)."""
+        return Budget(seconds=self.budget_seconds, tokens=self.budget_tokens)
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,18 @@ class ReplayConfig:
             raise ConfigError(f"--seeds must be at least 1; got {self.seeds}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}")
+
+    @staticmethod
+    def budget_of(run_config: dict) -> Budget:
+        """The budget a replay evaluates with: the stored run's own (its settings as the runs table holds them)."""
+        return Budget(seconds=run_config.get("budget_seconds"), tokens=run_config.get("budget_tokens"))
+
+
+def _check_budget(seconds: float | None, tokens: int | None) -> None:
+    """--budget-seconds and --budget-tokens, where either is given: Budget checks them (neither: the harness's
+    default, filled in later)."""
+    if seconds is not None or tokens is not None:
+        Budget(seconds=seconds, tokens=tokens)
 
 
 def check_limits(memory_mb: float, disk_mb: float) -> None:

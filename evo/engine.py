@@ -1,20 +1,28 @@
 """The executor of a search: runs what the policy (evo.search.policy) asks for on the Ray workers, stores every
 result, and reports it back. Runs inside the run actor (evo.run_actor).
 
-Each pass of its loop: finished evaluations are stored, each committed as soon as the loop gets to it, and reported
-to the policy; the workers they freed get their next tasks right after the first of them is committed, before the
-rest of the batch and the bookkeeping (population, the policy's state), so workers that finish together do not all
-wait for the whole batch to be stored; finished proposals are stored and handed to the policy; the policy moves
-through its phases; new proposals start (the LLM ones in threads, so they overlap with training; the offline ones
-are made here, until PROPOSING_SLICE seconds are up or an evaluation finishes, so a finished evaluation never
-waits behind a long batch of them); every free worker gets the next task.
-A worker that dies costs its evaluation (stored as a crash) and is replaced; a noise evaluation of the seed lost
-so (its worker or node died, not the seed) is run again, up to SEED_RETRIES times, with a line saying so, so a run
-stops on the seed only when the seed itself fails. A stopped run stores its in-flight evaluations as interrupted,
-and their children stay proposed for --resume. An individual the policy disqualifies (evo.integrity) is stored as
-`rejected` with its reason, "disqualified: ..." (on --resume too, where the run stopped before it was).
+Each pass of its loop:
+- finished evaluations are stored, each committed as soon as the loop gets to it, and reported to the policy; the
+  workers they freed get their next tasks right after the first of them is committed, before the rest of the batch
+  and the bookkeeping (population, the policy's state), so workers that finish together do not all wait for the
+  whole batch to be stored;
+- finished proposals are stored and handed to the policy, and the policy moves through its phases;
+- new proposals start: the LLM ones in threads, so they overlap with training; the offline ones here, until
+  PROPOSING_SLICE seconds are up or an evaluation finishes, so a finished evaluation never waits behind them;
+- every free worker gets the next task.
 
-The engine is the store's only writer.
+Failures and stops:
+- a worker that dies costs its evaluation (stored as a crash) and is replaced; a noise evaluation of the seed lost
+  so (its worker or node died, not the seed) is run again, up to SEED_RETRIES times, with a line saying so, so a
+  run stops on the seed only when the seed itself fails;
+- a stopped run stores its in-flight evaluations as interrupted, and their children stay proposed for --resume;
+- an individual the policy disqualifies (evo.integrity) is stored as `rejected` with its reason, "disqualified:
+  ..." (on --resume too, where the run stopped before it was).
+
+Who writes the store: the run actor opens the one writer of a live run, creates or resumes the run's row and marks
+it failed when the loop raises; the engine writes everything else through that writer (individuals, evaluations,
+population, state, and `evo replay`'s results against the live run). `evo replay` on a run that is not live opens a
+writer of its own (evo.replay).
 """
 
 from __future__ import annotations
@@ -42,14 +50,15 @@ SEED_RETRIES = 2         # more tries for a noise evaluation of the seed lost to
 
 class Engine:
     def __init__(self, config: RunConfig, store, workers: list, make_worker, *, run_id: str, seed_source: str,
-                 program: str, llm_client=None, state: dict | None = None, environment: dict | None = None):
-        """environment: where evaluations run (worker threads, the dataset's key), saved for replay."""
+                 program: str, llm_client=None, state: dict | None = None, environment: dict | None = None,
+                 harness_api: tuple[str, ...] | None = None):
+        """environment: where evaluations run (worker threads, the dataset's key), saved for replay; harness_api:
+        the names a child may import from the run's harness (its prepare.py's `__all__`)."""
         self.config = config
         self.environment = dict(environment or {})
         self.store = store
         self.lock = threading.RLock()       # store and state: run() writes while status()/query() read
-        self.pool = WorkerPool(workers, make_worker, budget_seconds=config.budget_seconds,
-                               budget_tokens=config.budget_tokens, time_limit=config.time_limit)
+        self.pool = WorkerPool(workers, make_worker, budget=config.budget, time_limit=config.time_limit)
         self.run_id = run_id
         self.program = program
         self.llm = llm_client
@@ -60,7 +69,8 @@ class Engine:
         self.proposing: list[tuple[Proposal, Future]] = []
         self.threads = ThreadPoolExecutor(max_workers=max(1, llm_client.settings.max_concurrent if llm_client else 1),
                                           thread_name_prefix="propose")
-        options = {"lookahead": len(workers) + 2, "llm": bool(llm_client), "program": program}
+        options = {"lookahead": len(workers) + 2, "llm": bool(llm_client), "program": program,
+                   "harness_api": harness_api}
         with self.lock:
             if state:
                 self.busy_seconds = state["counters"].get("busy_seconds", 0.0)

@@ -4,6 +4,7 @@
     ├── ConfigError          a flag, file or setting is wrong; the message says what to change
     ├── TaskError            the task files (prepare.py, train.py, program.md) are missing or unusable
     └── StoreError           the DuckDB store is missing, locked by a live run, or does not hold what was asked
+        └── StoreInUse       another process holds the store (a live run, or another connection to the file)
 
     OperatorError            the operators' own family (operators.errors), which the CLI catches beside EvoError
     ├── OperatorConfigError  bad --operators text or bad LLM settings
@@ -30,6 +31,10 @@ class TaskError(EvoError):
 
 class StoreError(EvoError):
     """The store is missing, held by another run, or lacks what was asked for."""
+
+
+class StoreInUse(StoreError):
+    """Another process holds the store: a live run (its lock), or another connection to the DuckDB file."""
 
 
 def first_line(error: BaseException, limit: int | None = None, *, typed: bool = False) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from pathlib import Path
 from evo.config import EvalConfig
 from evo.errors import TaskError
 from evo.results import typed
-from evo.sandbox.evaluation import Budget, EvalRequest, evaluate
+from evo.sandbox.evaluation import EvalRequest, evaluate
 from evo.task_files import fixed_files, harness_path, load_harness, read_genome_file
 
 
@@ -48,10 +49,9 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     values of the variables config.env names (evo.sandbox.environment.passed_values), for training and scoring."""
     harness_file = harness_path()
     harness = load_harness(harness_file)
-    budget_seconds, budget_tokens, seed = config.budget_seconds, config.budget_tokens, config.seed
-    if budget_seconds is None and budget_tokens is None:
-        budget_seconds = float(harness.DEFAULT_BUDGET_SECONDS)
-    budget = Budget(seconds=budget_seconds, tokens=budget_tokens)
+    if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
+        config = dataclasses.replace(config, budget_seconds=float(harness.DEFAULT_BUDGET_SECONDS))
+    budget, seed = config.budget, config.seed
     source = read_genome_file(path)
     seed = harness.DEFAULT_SEED if seed is None else seed
     dataset, fingerprint = ensure_dataset(harness_file, notify)

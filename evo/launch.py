@@ -13,18 +13,25 @@ Ray starts, so no worker or training process inherits them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evo.config import RunConfig, read_text_file
-from evo.errors import ConfigError, StoreError, first_line
+from evo.errors import ConfigError, EvoError, StoreError, StoreInUse, first_line
 from evo.run_status import RunStatus
 from evo.sandbox import shield
 from evo.sandbox.environment import is_secret, passed_values
+
+if TYPE_CHECKING:
+    from evo.cluster import Placement
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,7 +126,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
 
     holder = read_lock(config.db)
     if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly
-        raise StoreError(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
+        raise StoreInUse(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
     return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state,
                   passed_env, harness_api)
@@ -171,12 +178,12 @@ def _open_when_released(db: str, notify: Callable[[str], None]):
     while True:
         try:
             return open_reader(db)
-        except StoreError as e:
+        except StoreInUse:
             holder = read_lock(db) or {}
             # The lock's own liveness check, on the driver that started the run actor (another host: live).
             driver_live = not holder.get("driver_pid") or \
                 lock_is_live({**holder, "pid": holder["driver_pid"], "pid_start": None})
-            if "in use" not in str(e) or time.monotonic() > deadline or driver_live:
+            if time.monotonic() > deadline or driver_live:
                 raise
             if not said:
                 notify(f"waiting up to {RELEASE_WAIT:g} s for the previous driver to let go of {Path(db).name}")
@@ -187,14 +194,14 @@ def _open_when_released(db: str, notify: Callable[[str], None]):
 class LiveRun:
     """A started run: its actor, its id, where its workers are, and the calls `evo run` watches it with."""
 
-    def __init__(self, actor, run_id: str, where: dict, resumed: bool, notes: list[str] = ()):
+    def __init__(self, actor, run_id: str, where: Placement, resumed: bool, notes: list[str] = ()):
         self.actor, self.run_id, self.where, self.resumed = actor, run_id, where, resumed
         self.notes = list(notes)            # what the user should hear before the run's own notes
         self._done = actor.run.remote()
 
     def describe(self) -> str:
-        each = "one GPU each" if self.where["use_gpus"] else f"{self.where['threads']} thread(s) each"
-        return f"{self.where['count']} worker(s) ({each})"
+        each = "one GPU each" if self.where.use_gpus else f"{self.where.threads} thread(s) each"
+        return f"{self.where.count} worker(s) ({each})"
 
     def status(self) -> RunStatus:
         import ray
@@ -233,8 +240,8 @@ class LiveRun:
 
         try:
             ray.get(self.actor.close.remote(), timeout=30)
-        except Exception:  # the actor may be gone
-            pass
+        except ray.exceptions.RayError as e:  # the actor is gone, did not answer in time, or its close() failed
+            log.warning("the run actor did not close the store: %s", _first_line(e))
 
 
 def _died(run_id: str, error: str) -> RunStatus:
@@ -260,15 +267,16 @@ def start(launch: Launch) -> Iterator[LiveRun]:
     try:
         stored = launch.stored_state or {}
         where = placement(config.workers, threads=stored.get("threads") if launch.resume_run_id else None)
-        if where["fits"] == 0 and launch.resume_run_id and not where["use_gpus"]:
+        if where.fits == 0 and launch.resume_run_id and not where.use_gpus:
             if not config.accept_changes:
-                raise ConfigError(f"--resume cannot reproduce the run's conditions (threads {where['threads']}: the "
-                                  f"largest node has {where['largest']}): pass --accept-changes to go on with fewer "
+                raise ConfigError(f"--resume cannot reproduce the run's conditions (threads {where.threads}: the "
+                                  f"largest node has {where.largest}): pass --accept-changes to go on with fewer "
                                   f"threads (the store records the change)")
             where = placement(config.workers)
         notes = [joined] if joined else []
-        notes += _check_placement(where)
-        where["dataset"] = launch.bundle.dataset_key
+        where, narrowed = _check_placement(where)
+        notes += narrowed
+        where = dataclasses.replace(where, dataset=launch.bundle.dataset_key)
         environment = {"changes": list(stored.get("changes", []))}
         if stored.get("conditions"):
             changed = _changed_conditions(stored["conditions"], where, launch.bundle)
@@ -287,45 +295,53 @@ def start(launch: Launch) -> Iterator[LiveRun]:
             config, seed_source=launch.seed_source, program=launch.program, bundle_ref=ray.put(launch.bundle),
             cache_root=launch.cache_root, placement=where, llm_settings=launch.llm_settings,
             resume_run_id=launch.resume_run_id, environment=environment, driver_pid=os.getpid(),
-            passed_env=launch.passed_env)
-        try:
-            run_id = ray.get(actor.run_id_.remote())
-        except ray.exceptions.RayActorError as e:
-            raise StoreError(_actor_error(e)) from None
+            passed_env=launch.passed_env, harness_api=launch.harness_api)
+        run_id = _opened(actor)
         yield LiveRun(actor, run_id, where, resumed=launch.resume_run_id is not None, notes=notes)
     finally:
         ray.shutdown()
 
 
-def _check_placement(where: dict) -> list[str]:
+def _check_placement(where: Placement) -> tuple[Placement, list[str]]:
     """Leaves out the workers no node can hold, with a line saying so; ConfigError when none fits."""
-    asks = "1 GPU" if where["use_gpus"] else f"{where['cpus_per_worker']:g} CPU"
-    if where["fits"] == 0:
-        raise ConfigError(f"no worker fits on this cluster: each asks for {asks} and the largest node has "
-                          f"{where['largest']}; give --workers a larger count or add nodes")
-    if where["fits"] < where["count"]:
-        note = (f"{where['count'] - where['fits']} of {where['count']} workers cannot be placed: each asks for "
-                f"{asks} and the nodes hold {where['fits']} (the largest has {where['largest']}); going on with "
-                f"{where['fits']}")
-        where["count"] = where["fits"]
-        return [note]
-    return []
+    if where.fits == 0:
+        raise ConfigError(f"no worker fits on this cluster: each asks for {where.asks} and the largest node has "
+                          f"{where.largest}; give --workers a larger count or add nodes")
+    if where.fits < where.count:
+        note = (f"{where.count - where.fits} of {where.count} workers cannot be placed: each asks for "
+                f"{where.asks} and the nodes hold {where.fits} (the largest has {where.largest}); going on with "
+                f"{where.fits}")
+        return dataclasses.replace(where, count=where.fits), [note]
+    return where, []
 
 
-def _changed_conditions(before: dict, where: dict, bundle) -> list[str]:
+def _changed_conditions(before: dict, where: Placement, bundle) -> list[str]:
     """What a resume here would change in the stored run's conditions (threads, device, CPU, GPU, torch, harness,
     data), as seen from this machine (the driver's node)."""
     from evo import conditions
 
-    now = {**conditions.machine(where["threads"], "0" if where["use_gpus"] else None),
+    now = {**conditions.machine(where.threads, "0" if where.use_gpus else None),
            **conditions.task(bundle.harness_files, bundle.dataset_key)}
-    keys = ("threads", "device", "cpu", "torch", "harness", "dataset") + (("gpu",) if where["use_gpus"] else ())
+    keys = ("threads", "device", "cpu", "torch", "harness", "dataset") + (("gpu",) if where.use_gpus else ())
     return conditions.changes(before, now, keys)
 
 
-def _actor_error(e: Exception) -> str:
-    text = str(e)
-    for line in text.splitlines():
-        if "StoreError" in line or "ConfigError" in line or "EvoError" in line:
-            return line.split(":", 1)[-1].strip()
-    return text.splitlines()[-1] if text else "the run actor failed to start"
+def _opened(actor) -> str:
+    """The run actor's open(): its run id. What open() raised comes back as Ray's RayTaskError with the exception
+    itself as its cause: an EvoError is raised again as it was (one line for the user); anything else, or an actor
+    that died before it could answer, is a StoreError saying so."""
+    import ray
+
+    try:
+        return ray.get(actor.open.remote())
+    except ray.exceptions.RayTaskError as e:
+        ray.kill(actor)  # it let go of the store; nothing else of it is needed
+        if isinstance(e.cause, EvoError):
+            raise e.cause from None
+        raise StoreError(f"the run actor failed to start: {type(e.cause).__name__}: {e.cause}") from None
+    except ray.exceptions.RayActorError as e:
+        raise StoreError(f"the run actor died before the run started: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -188,14 +188,13 @@ def _execute(db, actor, replay: Replay, existing, state, run_config, config: Rep
 
         def start(count: int, prefix: str) -> list:
             # The run's own thread count, so that --same-seeds reproduces its numbers exactly, and its limits.
-            return start_workers(bundle, count, use_gpus=where["use_gpus"], cpus_per_worker=where["cpus_per_worker"],
+            return start_workers(bundle, count, use_gpus=where.use_gpus, cpus_per_worker=where.cpus_per_worker,
                                  threads=state.get("threads"), memory_mb=run_config.get("memory_mb") or 0,
                                  disk_mb=run_config.get("disk_mb", Limits.disk_mb),
                                  cache_root=str(load_harness(harness).cache_dir()), name_prefix=prefix, env=passed)
 
-        pool = WorkerPool(start(where["count"], "replay"), lambda i: start(1, f"replay-{i}")[0],
-                          budget_seconds=run_config.get("budget_seconds"),
-                          budget_tokens=run_config.get("budget_tokens"), time_limit=run_config.get("time_limit"))
+        pool = WorkerPool(start(where.count, "replay"), lambda i: start(1, f"replay-{i}")[0],
+                          budget=ReplayConfig.budget_of(run_config), time_limit=run_config.get("time_limit"))
 
         def record(task, result):
             job, s = task

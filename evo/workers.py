@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -25,8 +26,11 @@ import ray
 from evo import conditions
 from evo.errors import EvoError, first_line
 from evo.sandbox import evaluation as sandbox
-from evo.sandbox.evaluation import Budget, EvalRequest
+from evo.sandbox.budget import Budget
+from evo.sandbox.evaluation import EvalRequest
 from evo.sandbox.supervise import Limits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,15 @@ class Worker:
                 "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES"), "conditions": self.conditions,
                 "repaired": self.repaired}
 
-    def evaluate(self, source: str, seed: int, budget_seconds: float | None, budget_tokens: int | None,
-                 time_limit: float | None = None, preflight: bool = False, test: bool = False) -> dict:
+    def evaluate(self, source: str, seed: int, budget: Budget, time_limit: float | None = None,
+                 preflight: bool = False, test: bool = False) -> dict:
         """Trains and scores one child (after a pre-flight when asked; with test_bpb too when test); returns the
         sandbox's result with where and when it ran."""
         started = time.time()
         # The task files on disk are checked before each evaluation (a few MB hashed: milliseconds): a copy damaged
         # or removed since (a failing disk, a cleaned cache) is written again, so no score is made on other files.
         self.harness, self.fixed, self.dataset, repaired = materialize(self.bundle, self.cache_root)
-        request = EvalRequest(source=source, budget=Budget(seconds=budget_seconds, tokens=budget_tokens), seed=seed,
+        request = EvalRequest(source=source, budget=budget, seed=seed,
                               harness=self.harness, dataset=self.dataset, time_limit=time_limit,
                               threads=self.threads, memory_mb=self.memory_mb, disk_mb=self.disk_mb,
                               fixed_files=self.fixed, env=self.env,
@@ -186,11 +190,11 @@ class WorkerPool:
 
     PLACEMENT_WAIT = 60.0
 
-    def __init__(self, workers: list, make_worker: Callable[[int], Any], *, budget_seconds: float | None,
-                 budget_tokens: int | None, time_limit: float | None, asks: str = "its share"):
+    def __init__(self, workers: list, make_worker: Callable[[int], Any], *, budget: Budget,
+                 time_limit: float | None, asks: str = "its share"):
         self.workers = list(workers)
         self.make_worker = make_worker
-        self.budget_seconds, self.budget_tokens, self.time_limit = budget_seconds, budget_tokens, time_limit
+        self.budget, self.time_limit = budget, time_limit
         self.asks = asks                       # what one worker asks of a node, for the report
         self.free = set(range(len(self.workers)))
         self.running: dict[Any, _Running] = {}
@@ -237,9 +241,10 @@ class WorkerPool:
 
     def _note_speed(self, conditions: dict) -> None:
         machine = (conditions.get("cpu"), conditions.get("gpu"))
-        if machine not in self._machines and self._machines and self.budget_seconds is not None:
+        if machine not in self._machines and self._machines and self.budget.seconds is not None:
+            machines = sorted(self._machines | {machine}, key=str)
             self.notes.append("the workers run on different machines "
-                              f"({'; '.join(f'{c}' + (f' + {g}' if g else '') for c, g in sorted(self._machines | {machine}, key=str))}): "
+                              f"({'; '.join(f'{c}' + (f' + {g}' if g else '') for c, g in machines)}): "
                               "with a seconds budget the faster ones train their children further "
                               "(a token budget does not favour them)")
         self._machines.add(machine)
@@ -260,8 +265,8 @@ class WorkerPool:
         test_bpb too when test)."""
         w = min(self.free & self.ready)
         self.free.discard(w)
-        ref = self.workers[w].evaluate.remote(source, seed, self.budget_seconds, self.budget_tokens, self.time_limit,
-                                              preflight=preflight, test=test)
+        ref = self.workers[w].evaluate.remote(source, seed, self.budget, self.time_limit, preflight=preflight,
+                                              test=test)
         self.running[ref] = _Running(task, seed, w, time.time())
 
     def finished(self) -> bool:
@@ -305,8 +310,9 @@ class WorkerPool:
         for job in self.running.values():
             try:
                 ray.kill(self.workers[job.worker])
-            except Exception:  # the worker may be gone already
-                pass
+            except (ValueError, ray.exceptions.RayError) as e:  # not an actor (a stand-in), or one Ray no longer has
+                log.info("worker-%d was not killed for the stop: %s: %s", job.worker, type(e).__name__,
+                         (str(e).strip().splitlines() or [""])[0])
             stopped.append(Finished(job.task, self._no_result(job, "interrupted", "the run was stopped"), job.worker,
                                     job.started, time.time() - job.started))
         self.running.clear()
@@ -327,4 +333,4 @@ class WorkerPool:
     def _no_result(self, job: _Running, status: str, error: str) -> dict:
         """The evaluation record of a job whose worker returned nothing (it died, or the run was stopped)."""
         return {"status": status, "error": error, "seed": job.seed, "worker": f"worker-{job.worker}",
-                "budget_seconds": self.budget_seconds, "budget_tokens": self.budget_tokens}
+                **self.budget.fields()}

@@ -15,17 +15,17 @@ child does can change what it counts. It answers the requests of evo.sandbox.chi
   budget, and a child that asks rarely only loses batches;
 - a token budget serves a batch only while it fits in what is left: a batch bigger than that ends the run, and
   so does serving a batch that leaves less than itself;
-- from the budget's end (a seconds budget's deadline, or the weights where they come first; a token budget's
-  refused request or last batch that fit) the child has the weights allowance to hand over its weights (a plain copy of its parameters and buffers) and
-  HANDOVER_ALLOWANCE to hand over its graph (the slower export), each once, as payloads written to files only the
-  scorer reads. The scorer accepts the graph only with those weights, byte for byte, so training after the budget
-  buys at most the weights allowance (`deadline()`; `overrun()` checks the arrival times again after the phase).
-  The allowance is fixed, never learned from the child: for a seconds budget min(WEIGHTS_ALLOWANCE,
-  WEIGHTS_SHARE * seconds), which covers the copy alone; for a token budget, whose compute per token is not
-  budgeted anyway, HANDOVER_ALLOWANCE, which also covers the last step; for a pre-flight (not scored, its one step
-  the slow first one) HANDOVER_ALLOWANCE. Measured (benchmarks/results/post_budget.md): a child that trains on
-  and hands over at the last moment it can ends ok with at most 0.49 s / 4.54 s / 4.53 s of training after a
-  5 s / 60 s / 300 s budget, and `timeout` when it aims at the allowance itself;
+- from the budget's end (a seconds budget's deadline, or the weights where they come first; a token budget's refused
+  request or last batch that fit) the child has the weights allowance to hand over its weights (a plain copy of its
+  parameters and buffers) and HANDOVER_ALLOWANCE to hand over its graph (the slower export), each once, as payloads
+  written to files only the scorer reads. The scorer accepts the graph only with those weights, byte for byte, so
+  training after the budget buys at most the weights allowance (`deadline()`; `overrun()` checks the arrival times
+  again after the phase). The allowance is fixed, never learned from the child: for a seconds budget
+  min(WEIGHTS_ALLOWANCE, WEIGHTS_SHARE * seconds), which covers the copy alone; for a token budget, whose compute
+  per token is not budgeted anyway, HANDOVER_ALLOWANCE, which also covers the last step; for a pre-flight (not
+  scored, its one step the slow first one) HANDOVER_ALLOWANCE. Measured (benchmarks/results/post_budget.md): a child
+  that trains on and hands over at the last moment it can ends ok with at most 0.49 s / 4.54 s / 4.53 s of training
+  after a 5 s / 60 s / 300 s budget, and `timeout` when it aims at the allowance itself;
 - tokens, steps and training seconds in the result are counted here;
 - whatever the child sends, the thread records a violation (a broken protocol, in one line) and closes the
   channel; it never dies of an exception, and the sandbox ends the phase at once (`deadline()`).
@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from evo.errors import first_line
+from evo.sandbox.budget import Budget
 from evo.sandbox.child.channel import (
     ChannelError,
     copy_payload,
@@ -63,8 +64,7 @@ MAX_MODEL_BYTES = 1 << 34
 @dataclass(frozen=True)
 class ServeSettings:
     seed: int
-    budget_seconds: float | None
-    budget_tokens: int | None
+    budget: Budget
     vocab_size: int
     threads: int | None
     max_batches: int | None = None   # serve this many batches and no more, whatever the budget (a pre-flight)
@@ -97,19 +97,19 @@ class BatchServer(threading.Thread):
     # -- the budget ---------------------------------------------------------------------------------------
 
     def _serving_deadline(self) -> float | None:
-        seconds = self.settings.budget_seconds
+        seconds = self.settings.budget.seconds
         if seconds is None or self.first_batch is None:
             return None
         return min(self.first_batch + seconds, self.started + STARTUP_ALLOWANCE + seconds)
 
     def progress(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
-        if self.settings.budget_tokens is not None:
-            return min(1.0, self.tokens / self.settings.budget_tokens)
+        if self.settings.budget.tokens is not None:
+            return min(1.0, self.tokens / self.settings.budget.tokens)
         deadline = self._serving_deadline()
         if deadline is None:
             return 0.0
-        return min(1.0, max(0.0, 1.0 - (deadline - now) / self.settings.budget_seconds))
+        return min(1.0, max(0.0, 1.0 - (deadline - now) / self.settings.budget.seconds))
 
     def budget_over(self) -> float | None:
         """When the budget ended (or, for a seconds budget, will end at the latest), if that is known yet."""
@@ -118,12 +118,12 @@ class BatchServer(threading.Thread):
         deadline = self._serving_deadline()
         if deadline is not None:
             return deadline
-        seconds = self.settings.budget_seconds
+        seconds = self.settings.budget.seconds
         return None if seconds is None else self.started + STARTUP_ALLOWANCE + seconds
 
     def weights_allowance(self) -> float:
         """Seconds from the budget's end to the weights' arrival: fixed by the settings (see the module docstring)."""
-        seconds = self.settings.budget_seconds
+        seconds = self.settings.budget.seconds
         if self.settings.max_batches is not None or seconds is None:
             return HANDOVER_ALLOWANCE
         return min(WEIGHTS_ALLOWANCE, WEIGHTS_SHARE * seconds)
@@ -153,7 +153,7 @@ class BatchServer(threading.Thread):
         if self.submitted is not None and self.submitted > end + HANDOVER_ALLOWANCE:
             return (f"the graph arrived {self.submitted - end:.2f} s after the budget's end, "
                     f"past the allowance of {HANDOVER_ALLOWANCE:g} s")
-        seconds = self.settings.budget_seconds
+        seconds = self.settings.budget.seconds
         if seconds is not None and self.settings.max_batches is None and self.first_batch is not None:
             trained = self.weighed - self.first_batch
             if trained > seconds + allowance + SCHEDULING_TOLERANCE:
@@ -209,7 +209,8 @@ class BatchServer(threading.Thread):
             return {"end": self.end_reason}, None
         if self.first_batch is None:
             self.first_batch = now
-        if self.settings.max_batches is None and self.settings.budget_tokens is not None and self.tokens + B * T > self.settings.budget_tokens:
+        tokens = self.settings.budget.tokens
+        if self.settings.max_batches is None and tokens is not None and self.tokens + B * T > tokens:
             return self._end("the token budget is spent", now), None
         deadline = self._serving_deadline()
         if deadline is not None and now >= deadline:
@@ -224,7 +225,7 @@ class BatchServer(threading.Thread):
         rows = np.asarray(self.data[starts[:, None] + np.arange(T + 1)], dtype=np.uint16)
         self.tokens += B * T
         self.steps += 1
-        left = None if self.settings.budget_tokens is None else self.settings.budget_tokens - self.tokens
+        left = None if self.settings.budget.tokens is None else self.settings.budget.tokens - self.tokens
         full = self.settings.max_batches is not None and self.steps >= self.settings.max_batches
         if full or (self.settings.max_batches is None and left is not None and left < B * T):
             # another batch like this one would not fit: the last step is running, and the handover clock starts
@@ -240,8 +241,7 @@ class BatchServer(threading.Thread):
             return {"error": "the model was already submitted"}, None
         if op == "hello":
             s = self.settings
-            return {"seed": s.seed, "budget_seconds": s.budget_seconds, "budget_tokens": s.budget_tokens,
-                    "vocab_size": s.vocab_size, "threads": s.threads}, None
+            return {"seed": s.seed, **s.budget.fields(), "vocab_size": s.vocab_size, "threads": s.threads}, None
         if op == "batch":
             return self._batch(header)
         if op == "progress":

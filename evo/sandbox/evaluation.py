@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evo.errors import ConfigError
 from evo.results import reported_fields, typed
 from evo.sandbox import cgroup, shield
 from evo.sandbox.batch_server import (
@@ -44,13 +43,14 @@ from evo.sandbox.batch_server import (
     open_channel,
     vocab_from_tokenizer,
 )
+from evo.sandbox.budget import Budget
 from evo.sandbox.child.channel import CHANNEL_VAR
 from evo.sandbox.environment import clean_environment
 from evo.sandbox.proctree import MARKER_VAR, kill_tree, new_marker, sweep_orphans
 from evo.sandbox.supervise import DISK_EXIT, MEMORY_EXIT, PROCESS_EXIT, Limits
 from evo.task_files import hidden_paths
 
-LOG_CAP_BYTES = 1 << 20          # captured output kept per phase (its start and its end); the rest is counted and dropped
+LOG_CAP_BYTES = 1 << 20          # output kept per phase (its start and its end); the rest is counted and dropped
 LINE_CAP_BYTES = 1 << 16         # a line passed on as it comes is cut here
 READ_BYTES = 1 << 16             # output is read in pieces of at most this, whatever its lines
 OUTPUT_LIMIT_BYTES = 64 << 20    # a phase that writes more output than this is ended: no honest run needs it
@@ -61,31 +61,13 @@ MODEL_FILE = "model.evograph"
 WEIGHTS_FILE = "weights.evo"
 
 
-@dataclass(frozen=True)
-class Budget:
-    """A training budget: seconds (measured by the harness) or tokens (deterministic)."""
-
-    seconds: float | None = None
-    tokens: int | None = None
-
-    def __post_init__(self):
-        if (self.seconds is None) == (self.tokens is None):
-            raise ConfigError("give a budget in seconds or in tokens (exactly one)")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ConfigError(f"--budget-seconds must be positive; got {self.seconds:g}")
-        if self.tokens is not None and not self.tokens > 0:
-            raise ConfigError(f"--budget-tokens must be positive; got {self.tokens}")
-
-    def default_time_limit(self) -> float:
-        """Wall-clock limit of the train phase: the budget plus the batch server's allowances for start-up and
-        for handing the model over. A token budget assumes at least 2,000 tokens/s, since per-token compute would
-        otherwise be free."""
-        if self.seconds is not None:
-            return self.seconds + STARTUP_ALLOWANCE + HANDOVER_ALLOWANCE
-        return 60.0 + self.tokens / 2000.0
-
-    def describe(self) -> str:
-        return f"{self.seconds:g} s" if self.seconds is not None else f"{self.tokens:,} tokens"
+def default_time_limit(budget: Budget) -> float:
+    """Wall-clock limit of the train phase: the budget plus the batch server's allowances for start-up and for
+    handing the model over. A token budget assumes at least 2,000 tokens/s, since per-token compute would otherwise
+    be free."""
+    if budget.seconds is not None:
+        return budget.seconds + STARTUP_ALLOWANCE + HANDOVER_ALLOWANCE
+    return 60.0 + budget.tokens / 2000.0
 
 
 @dataclass(frozen=True)
@@ -195,10 +177,10 @@ class _Capture(threading.Thread):
 def _run_phase(cmd: list[str], cwd: Path, env: dict, limit: float, limits: Limits,
                on_line: Callable[[str], None] | None, pass_fds: tuple[int, ...] = (),
                deadline: Callable[[], float | None] = lambda: None) -> tuple[int | None, str, str]:
-    """Runs one phase under the supervisor (evo.sandbox.supervise, which holds it to limits) to its end, its time limit,
-    or deadline() (a monotonic time, which may move as the phase goes), or past OUTPUT_LIMIT_BYTES of output
-    (status OUTPUT_EXIT). The phase's command runs in a cgroup of its own where one can be made (evo.sandbox.cgroup), so the
-    kernel keeps its memory and process limits. Returns (exit status, or None on timeout; output; what held its
+    """Runs one phase under the supervisor (evo.sandbox.supervise, which holds it to limits) to its end, its time
+    limit, or deadline() (a monotonic time, which may move as the phase goes), or past OUTPUT_LIMIT_BYTES of output
+    (status OUTPUT_EXIT). The phase's command runs in a cgroup of its own where one can be made (evo.sandbox.cgroup),
+    so the kernel keeps its memory and process limits. Returns (exit status, or None on timeout; output; what held its
     memory and process limits)."""
     marker = new_marker()
     env = {**env, MARKER_VAR: marker}
@@ -314,7 +296,8 @@ def _behind_shield(cmd: list[str], work: Path, name: str, binds: list[shield.Bin
     scratch, tmp, build = work / name, work / f"{name}-tmp", work / f"{name}-root"
     shield.prepare_scratch(scratch, tmp)
     build.mkdir()
-    spec = shield.Spec(binds=(*shield.runtime_binds(), *binds, shield.Bind(str(scratch), str(shield.INSIDE / "work"), True),
+    spec = shield.Spec(binds=(*shield.runtime_binds(), *binds,
+                              shield.Bind(str(scratch), str(shield.INSIDE / "work"), True),
                               shield.Bind(str(tmp), "/tmp", True)),
                        cwd=str(shield.INSIDE / "work"), build_dir=str(build), covers=tuple(map(str, covers)), gpu=gpu,
                        tasks=processes * TASKS_PER_PROCESS if processes else 0)
@@ -325,7 +308,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
            on_line: Callable[[str], None] | None) -> BatchServer | None:
     """The train phase; returns the batch server that received the model, or None with result's status set."""
     budget = request.budget
-    limit = request.time_limit or budget.default_time_limit()
+    limit = request.time_limit or default_time_limit(budget)
     scratch = work / "train"
     shield.prepare_scratch(scratch, work / "train-tmp")
     (scratch / "train.py").write_text(request.source, encoding="utf-8")
@@ -334,7 +317,7 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
     for path in scratch.iterdir():
         os.chmod(path, 0o444)
     ours, theirs = open_channel()
-    settings = ServeSettings(seed=request.seed, budget_seconds=budget.seconds, budget_tokens=budget.tokens,
+    settings = ServeSettings(seed=request.seed, budget=budget,
                              vocab_size=vocab_from_tokenizer(request.dataset / "train"), threads=request.threads,
                              max_batches=request.batches,
                              max_payload=int(request.disk_mb * 2**20) if request.disk_mb > 0 else MAX_MODEL_BYTES)
@@ -342,8 +325,8 @@ def _train(request: EvalRequest, result: EvalResult, work: Path, env: dict, shie
                          work / "score" / WEIGHTS_FILE)
     cmd = [sys.executable, "train.py"]
     if shielded:
-        cmd = _behind_shield(cmd, work, "train", [], hidden_paths(request.dataset, request.cache_root), gpu=_gpu_visible(request),
-                             processes=request.processes)
+        cmd = _behind_shield(cmd, work, "train", [], hidden_paths(request.dataset, request.cache_root),
+                             gpu=_gpu_visible(request), processes=request.processes)
     env = _phase_env({**env, CHANNEL_VAR: str(theirs.fileno())}, shielded, work, "train")
     server.start()
     try:
@@ -462,9 +445,7 @@ def evaluate(request: EvalRequest, on_line: Callable[[str], None] | None = None,
     """Trains and scores request.source. Never raises for a bad child; returns its status and reason."""
     sweep_orphans()
     cgroup.sweep()
-    budget = request.budget
-    result = EvalResult(status="crash", seed=request.seed, budget_seconds=budget.seconds,
-                        budget_tokens=budget.tokens)
+    result = EvalResult(status="crash", seed=request.seed, **request.budget.fields())
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="evo-eval-"))
     try:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from evo.errors import StoreError
+from evo.errors import StoreError, StoreInUse
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def acquire_lock(db_path: str | os.PathLike, info: Mapping | None = None) -> Run
         except BlockingIOError:
             os.close(fd)
             holder = read_lock(db_path) or {}
-            raise StoreError(f"{name} is in use by a live run ({describe_lock(holder)})") from None
+            raise StoreInUse(f"{name} is in use by a live run ({describe_lock(holder)})") from None
         if not _same_file(fd, path):
             os.close(fd)  # the holder released (unlinked) it between our open and flock: take the new file
             continue
@@ -195,7 +195,7 @@ def acquire_lock(db_path: str | os.PathLike, info: Mapping | None = None) -> Run
             os.close(fd)
             where = "" if previous.get("hostname") == own["hostname"] else \
                 f"; if that run is over, delete {path}"
-            raise StoreError(f"{name} is in use by a live run ({describe_lock(previous)}){where}")
+            raise StoreInUse(f"{name} is in use by a live run ({describe_lock(previous)}){where}")
         if previous:
             log.warning("replacing the stale lock of %s (%s): its process is gone", name, describe_lock(previous))
         held = {**own, **(info or {})}

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 from pathlib import Path
 
 import duckdb
 
-from evo.errors import StoreError, first_line
+from evo.errors import StoreError, StoreInUse, first_line
 from evo.fitness import SCORED_PURPOSES
 from evo.integrity import DISQUALIFIED
 from evo.results import score_problem
@@ -50,11 +51,12 @@ def connect(db_path: str | os.PathLike, read_only: bool) -> duckdb.DuckDBPyConne
         message = str(e)
         if "could not set lock" in message.lower() or "conflicting lock" in message.lower():
             info = read_lock(path)
-            if info and lock_is_live(info):
-                raise StoreError(f"{path.name} is in use by a live run ({describe_lock(info)})") from None
+            ours = info and info.get("pid") == os.getpid() and info.get("hostname") == socket.gethostname()
+            if info and lock_is_live(info) and not ours:  # our own lock (a writer opening): another process holds it
+                raise StoreInUse(f"{path.name} is in use by a live run ({describe_lock(info)})") from None
             held = _HELD.search(message)
             who = f"process {held.group(1)}" if held else "another process"
-            raise StoreError(f"{path.name} is in use by {who}") from None
+            raise StoreInUse(f"{path.name} is in use by {who}") from None
         raise StoreError(f"cannot open {path}: {first_line(e)}") from None
     except duckdb.Error as e:
         raise StoreError(f"cannot open {path}: {first_line(e)}") from None
@@ -296,7 +298,10 @@ class StoreReader:
         state = run.state or {}
         counters = state.get("counters", {})
         evaluations = [e for e in self.evaluations(run.run_id) if e.status != "interrupted"]
-        count = lambda purpose: sum(1 for e in evaluations if e.purpose == purpose)
+
+        def count(purpose: str) -> int:
+            return sum(1 for e in evaluations if e.purpose == purpose)
+
         population = set(self.population(run.run_id))
         fitness = [f for f in self.fitness(run.run_id) if f.individual_id in population]
         # As the run crowns (evo.integrity): a descendant of a disqualified member only with a confirmation of its own.

@@ -34,7 +34,7 @@ from typing import Any
 
 import duckdb
 
-from evo.errors import StoreError, first_line
+from evo.errors import StoreError, StoreInUse, first_line
 from evo.results import typed
 from evo.store.lock import describe_lock, lock_is_live, read_lock
 from evo.store.reader import StoreReader, connect
@@ -306,7 +306,7 @@ def open_writer(db_path: str | os.PathLike) -> StoreWriter:
     holder = read_lock(db_path)
     ours = holder and holder.get("pid") == os.getpid() and holder.get("hostname") == socket.gethostname()
     if holder and not ours and lock_is_live(holder):
-        raise StoreError(f"{Path(db_path).name} is in use by a live run ({describe_lock(holder)})")
+        raise StoreInUse(f"{Path(db_path).name} is in use by a live run ({describe_lock(holder)})")
     conn = connect(db_path, read_only=False)
     try:
         create_schema(conn, str(db_path))

@@ -40,8 +40,7 @@ class CatchingWorkers:
         self.seed, self.star = seed, None
         self.node_id = ray.get_runtime_context().get_node_id()
 
-    async def evaluate(self, slot, source, seed, budget_seconds, budget_tokens, time_limit=None, preflight=False,
-                       test=False):
+    async def evaluate(self, slot, source, seed, budget, time_limit=None, preflight=False, test=False):
         started = time.time()
         await asyncio.sleep(0.05)
         if source != self.seed and self.star is None:
@@ -53,7 +52,7 @@ class CatchingWorkers:
             val = 3.2 if source == self.seed else 2.9 if source == self.star else 3.0
             val += (seed % 3) * 0.001
             record = {"status": "ok", "val_bpb": val, "test_bpb": val if test else None, "error": None}
-        return {**record, "seed": seed, "budget_seconds": budget_seconds, "budget_tokens": budget_tokens,
+        return {**record, "seed": seed, **budget.fields(),
                 "training_seconds": 0.05, "total_seconds": time.time() - started, "log": "",
                 "worker": f"{slot}@{self.node_id[:8]}", "started_at": started, "finished_at": time.time()}
 

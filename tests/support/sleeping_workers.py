@@ -62,8 +62,8 @@ class SleepingWorkers:
         self.served: list[str] = []
         self.node_id = ray.get_runtime_context().get_node_id()
 
-    async def evaluate(self, slot: str, source: str, seed: int, budget_seconds, budget_tokens, time_limit=None,
-                       preflight: bool = False, test: bool = False) -> dict:
+    async def evaluate(self, slot: str, source: str, seed: int, budget, time_limit=None, preflight: bool = False,
+                       test: bool = False) -> dict:
         started = time.time()
         await asyncio.sleep(self.sleep)
         call = uuid.uuid4().hex
@@ -71,9 +71,9 @@ class SleepingWorkers:
         val_bpb = simulated_bpb(source, seed, self.optimum)
         return {"status": "ok", "val_bpb": val_bpb, "test_bpb": val_bpb - 0.02 if test else None,
                 "training_seconds": self.sleep,
-                "eval_seconds": 0.0, "total_seconds": time.time() - started, "tokens": budget_tokens,
+                "eval_seconds": 0.0, "total_seconds": time.time() - started, "tokens": budget.tokens,
                 "num_steps": 1, "num_params": 1000, "peak_memory_mb": 1.0, "device": "simulated", "seed": seed,
-                "budget_seconds": budget_seconds, "budget_tokens": budget_tokens, "error": None, "shielded": None,
+                **budget.fields(), "error": None, "shielded": None,
                 "log": f"call {call}", "worker": f"{slot}@{self.node_id[:8]}", "node": "simulated",
                 "started_at": started, "finished_at": time.time(), "cuda_visible_devices": None}
 

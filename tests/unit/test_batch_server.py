@@ -12,6 +12,7 @@ import torch
 
 from evo.sandbox import batch_server
 from evo.sandbox.batch_server import BatchServer, ServeSettings, open_channel
+from evo.sandbox.budget import Budget
 from evo.sandbox.child.channel import (
     MAX_DEPTH,
     MAX_HEADER,
@@ -30,7 +31,7 @@ def train_bin(tmp_path):
 
 def serve(train_bin, tmp_path, **settings):
     ours, theirs = open_channel()
-    base = dict(seed=7, budget_seconds=None, budget_tokens=10_000, vocab_size=1024, threads=None)
+    base = dict(seed=7, budget=Budget(tokens=10_000), vocab_size=1024, threads=None)
     server = BatchServer(ours, train_bin, ServeSettings(**{**base, **settings}), tmp_path / "model.bin",
                          tmp_path / "weights.bin")
     server.start()
@@ -43,7 +44,7 @@ def rows(answer_payload, B, T):
 
 
 def test_served_rows_are_the_rows_torch_randint_draws_with_the_harness_seed(train_bin, tmp_path):
-    server, client = serve(train_bin, tmp_path, budget_tokens=1_000_000)
+    server, client = serve(train_bin, tmp_path, budget=Budget(tokens=1_000_000))
     data = torch.from_numpy(np.fromfile(train_bin, dtype=np.uint16).astype(np.int64))
     gen = torch.Generator().manual_seed(7)
     for _ in range(5):
@@ -53,7 +54,7 @@ def test_served_rows_are_the_rows_torch_randint_draws_with_the_harness_seed(trai
 
 
 def test_a_batch_bigger_than_what_is_left_ends_the_run_and_the_counts_are_the_servers(train_bin, tmp_path):
-    server, client = serve(train_bin, tmp_path, budget_tokens=1000)
+    server, client = serve(train_bin, tmp_path, budget=Budget(tokens=1000))
     assert rows(client.batch(3, 100), 3, 100) is not None          # 300
     assert rows(client.batch(6, 100), 6, 100) is not None          # 900
     answer, payload = client.batch(2, 100)                          # 1100 > 1000: refused
@@ -66,7 +67,7 @@ def test_a_batch_bigger_than_what_is_left_ends_the_run_and_the_counts_are_the_se
 def test_a_seconds_budget_runs_from_the_first_batch_but_never_past_start_plus_the_allowance(train_bin, tmp_path,
                                                                                               monkeypatch):
     monkeypatch.setattr(batch_server, "STARTUP_ALLOWANCE", 0.3)
-    server, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=0.5)
+    server, client = serve(train_bin, tmp_path, budget=Budget(seconds=0.5))
     time.sleep(0.5)  # work before the first batch: past the allowance, it comes out of the budget
     t0 = time.monotonic()
     served = 0
@@ -107,7 +108,7 @@ def test_bad_requests_are_refused_without_serving(train_bin, tmp_path, request_,
 
 
 def test_the_last_batch_that_fits_starts_the_handover_clock(train_bin, tmp_path):
-    server, client = serve(train_bin, tmp_path, budget_tokens=1000)
+    server, client = serve(train_bin, tmp_path, budget=Budget(tokens=1000))
     client.batch(4, 100)
     assert server.budget_end is None and server.deadline() is None  # 600 left: another 400 would fit
     client.batch(4, 100)
@@ -119,17 +120,17 @@ def test_the_last_batch_that_fits_starts_the_handover_clock(train_bin, tmp_path)
 
 def test_a_seconds_budgets_allowance_is_fixed_whatever_the_steps_look_like(train_bin, tmp_path):
     # Slow steps (a child asking rarely for large batches) buy no more time to hand over the weights.
-    server, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=3.0)
+    server, client = serve(train_bin, tmp_path, budget=Budget(seconds=3.0))
     for _ in range(3):
         client.batch(1, 8)
         time.sleep(0.4)
     assert server.weights_allowance() == pytest.approx(0.3)  # min(WEIGHTS_ALLOWANCE, a tenth of 3 s)
-    big = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=600.0)[0]
+    big = serve(train_bin, tmp_path, budget=Budget(seconds=600.0))[0]
     assert big.weights_allowance() == batch_server.WEIGHTS_ALLOWANCE
 
 
 def test_a_late_refused_request_does_not_move_a_seconds_budgets_end(train_bin, tmp_path):
-    server, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=0.5)
+    server, client = serve(train_bin, tmp_path, budget=Budget(seconds=0.5))
     client.batch(1, 8)
     end = server.first_batch + 0.5
     time.sleep(0.9)  # trains on past the end, then asks
@@ -144,8 +145,8 @@ def test_a_late_refused_request_does_not_move_a_seconds_budgets_end(train_bin, t
 def test_the_server_stops_serving_when_one_more_step_would_end_after_the_deadline(train_bin, tmp_path):
     # Two children with 0.8 s steps on a 2 s budget: at 1.6 s one more step like the last would end at 2.4 s, so
     # it is refused (the budget still ends at 2 s); a batch a tenth the size would end at 1.68 s: it is served.
-    same, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=2.0)
-    smaller, other = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=2.0)
+    same, client = serve(train_bin, tmp_path, budget=Budget(seconds=2.0))
+    smaller, other = serve(train_bin, tmp_path, budget=Budget(seconds=2.0))
     for c in (client, other):
         c.batch(10, 10)
     time.sleep(0.8)
@@ -158,12 +159,12 @@ def test_the_server_stops_serving_when_one_more_step_would_end_after_the_deadlin
 
 
 def test_weights_after_the_allowance_are_an_overrun_by_the_servers_own_record(train_bin, tmp_path):
-    late, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=0.5)
+    late, client = serve(train_bin, tmp_path, budget=Budget(seconds=0.5))
     client.batch(1, 8)
     time.sleep(0.5 + 0.05 + 0.2)
     client.weights(b"w")
     assert "weights arrived" in late.overrun()
-    on_time, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=0.5)
+    on_time, client = serve(train_bin, tmp_path, budget=Budget(seconds=0.5))
     client.batch(1, 8)
     time.sleep(0.5)
     client.weights(b"w")
@@ -198,7 +199,7 @@ def _raw(client: TrainingClient, header: bytes) -> None:
     (b"\xff\xfe\x00", "not JSON"),
 ])
 def test_any_input_ends_as_a_recorded_violation_and_the_phase_with_it(train_bin, tmp_path, header, reason):
-    server, client = serve(train_bin, tmp_path, budget_tokens=None, budget_seconds=30.0)
+    server, client = serve(train_bin, tmp_path, budget=Budget(seconds=30.0))
     client.batch(1, 8)
     _raw(client, header)
     if reason == "unknown request":  # refused, and the conversation goes on
