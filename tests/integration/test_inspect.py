@@ -85,21 +85,28 @@ def test_bad_lookups_get_one_clear_line(evo_bin, finished, args, message):
 
 
 def test_replay_with_the_same_seeds_reproduces_every_step_exactly(evo_bin, finished):
-    cwd, best = finished
-    proc = evo(evo_bin, cwd, "replay", best, "--same-seeds", "--ablate")
-    assert proc.returncode == 0, proc.stderr
-    assert "(reproduced exactly)" in proc.stdout, proc.stdout
+    cwd, _ = finished
     with open_reader(cwd / "evo.duckdb") as db:
         run_id = db.latest_run().run_id
+        operators = {i.id: i.operator for i in db.individuals(run_id)}
+        # the best scored child, so that the path has a step to ablate (the run's best may be the seed itself)
+        child = next((f.individual_id for f in db.fitness(run_id) if operators[f.individual_id] != "seed"), None)
+    assert child is not None, "no child of the finished run has an ok evaluation"
+    proc = evo(evo_bin, cwd, "replay", child, "--same-seeds", "--ablate")
+    assert proc.returncode == 0, proc.stderr
+    assert "(reproduced exactly)" in proc.stdout, proc.stdout
+    assert f"ablation of {child}" in proc.stdout, proc.stdout
+    assert "  step 1 " in proc.stdout.split(f"ablation of {child}")[1], proc.stdout
+    with open_reader(cwd / "evo.duckdb") as db:
+        ablated = {i.id for i in db.individuals(run_id) if i.operator == "replay.ablate"}
         replays = [e for e in db.evaluations(run_id) if e.purpose == "replay"]
         assert replays and all(e.status == "ok" for e in replays)
         recorded = {(e.individual_id, e.seed): e.val_bpb for e in db.evaluations(run_id)
                     if e.purpose != "replay" and e.status == "ok"}
-        for e in replays:
-            if (e.individual_id, e.seed) in recorded:
-                assert e.val_bpb == recorded[(e.individual_id, e.seed)]
-    if "ablation of" in proc.stdout:
-        assert "step 1" in proc.stdout.split("ablation of")[1]
+        path = [e for e in replays if e.individual_id not in ablated]
+        assert {e.individual_id for e in path} >= {child, next(i for i, op in operators.items() if op == "seed")}
+        for e in path:  # every step of the path, on a seed it was recorded with, gives the recorded val_bpb
+            assert e.val_bpb == recorded[(e.individual_id, e.seed)]
 
 
 def test_plot_writes_both_pictures(evo_bin, finished, tmp_path):
