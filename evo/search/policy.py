@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evo.choices import Phase
 from evo.errors import EvoError
-from evo.fitness import SCORED_PURPOSES, score
+from evo.fitness import SCORED_PURPOSES, best, score
 from evo.integrity import disqualification, violation
 from evo.results import score_problem, typed
 from evo.search.islands import Islands
@@ -93,7 +94,7 @@ class SearchPolicy:
         self.config = config
         self.lookahead = lookahead
         self.program = program
-        self.phase = "noise"
+        self.phase = Phase.NOISE
         self.rng = random.Random(config.seed)
         self.counters = Counters()
         self.noise_floor: float | None = None
@@ -134,7 +135,7 @@ class SearchPolicy:
         known = {f.name for f in dataclasses.fields(Counters)}
         self.counters = Counters(**{k: v for k, v in state["counters"].items() if k in known})
         self.noise_floor = state.get("noise_floor")
-        self.phase = state.get("phase", "search")
+        self.phase = Phase(state.get("phase", Phase.SEARCH))
         self.proposer.restore(state)
         self.counters.search_dispatched = self.counters.search_done
         for ind in history.individuals:
@@ -152,15 +153,15 @@ class SearchPolicy:
         self.islands.restore(state.get("islands"), list(history.population))
         for id in self.disqualified:    # the store is the truth: one caught before its population was stored
             self.islands.remove(id)
-        if self.phase == "interrupted":  # go on where it stopped: the population exists from the search phase on
-            self.phase = "search" if self.population else "noise"
-        if self.phase in ("final", "finished") and not self._search_over():
-            self.phase = "search"        # resumed with its stop conditions extended: search on, then confirm again
+        if self.phase == Phase.INTERRUPTED:  # go on where it stopped: the population exists from the search phase on
+            self.phase = Phase.SEARCH if self.population else Phase.NOISE
+        if self.phase in (Phase.FINAL, Phase.FINISHED) and not self._search_over():
+            self.phase = Phase.SEARCH        # resumed with its stop conditions extended: search on, then confirm again
         for ind in history.individuals:
-            if ind.status != "proposed" or (ind.id == self.seed_id and self.phase == "noise"):
+            if ind.status != "proposed" or (ind.id == self.seed_id and self.phase == Phase.NOISE):
                 continue
             self.ready.append(ind.id)
-        if self.phase == "noise":
+        if self.phase == Phase.NOISE:
             done = {s for s, _, _ in self.results.get(self.seed_id, [])}
             for s in self._noise_seeds():
                 if s not in done:
@@ -197,29 +198,29 @@ class SearchPolicy:
     def close_noise_phase(self) -> bool:
         """Ends the noise phase once every noise evaluation is in: the noise floor is set and the seed is the
         population. True when it ended just now."""
-        if self.phase != "noise" or self.confirm_queue or self.running:
+        if self.phase != Phase.NOISE or self.confirm_queue or self.running:
             return False
         values = [v for _, v, _ in self.results.get(self.seed_id, [])]
         self.noise_floor = statistics.stdev(values) if len(values) > 1 else None
         self.islands.start(self.seed_id)
-        self.phase = "search"
+        self.phase = Phase.SEARCH
         return True
 
     def close_search(self) -> bool:
         """Moves on once the search is over (to the final confirmation of the best) and once that is done (the run
         is finished). True when the run is finished."""
-        if self.phase == "search" and self._search_over() and not self.running:
-            self.phase = "final"
-        if self.phase == "final" and not self.running and not self.confirm_queue \
+        if self.phase == Phase.SEARCH and self._search_over() and not self.running:
+            self.phase = Phase.FINAL
+        if self.phase == Phase.FINAL and not self.running and not self.confirm_queue \
                 and not self._queue_final_confirmation():
-            self.phase = "finished"
-        return self.phase == "finished"
+            self.phase = Phase.FINISHED
+        return self.phase == Phase.FINISHED
 
     def interrupt(self) -> None:
         """The run was stopped: what was running is dropped (the executor records it as interrupted; its child is
         still proposed for a resume)."""
         self.running.clear()
-        self.phase = "interrupted"
+        self.phase = Phase.INTERRUPTED
 
     def _search_over(self) -> bool:
         c = self.config
@@ -239,7 +240,7 @@ class SearchPolicy:
     def _next_task(self) -> Task | None:
         if self.confirm_queue:
             return self.confirm_queue.popleft()
-        if self.phase != "search" or self._search_over() or not self.ready:
+        if self.phase != Phase.SEARCH or self._search_over() or not self.ready:
             return None
         self.counters.search_dispatched += 1
         child = self.ready.popleft()
@@ -274,7 +275,7 @@ class SearchPolicy:
         if ok:
             self.results.setdefault(task.individual, []).append((task.seed, result["val_bpb"], task.purpose))
         if task.purpose == "noise" and not ok:
-            self.phase = "failed"
+            self.phase = Phase.FAILED
             raise SeedFailed(f"the seed train.py failed its first evaluation ({result['status']}): "
                              f"{result.get('error') or 'no reason given'}")
         if task.purpose == "search":
@@ -329,7 +330,7 @@ class SearchPolicy:
 
     def _queue_confirmations(self) -> None:
         """Each elite gets evaluated on the fresh seeds it has not had yet."""
-        if self.phase not in ("search", "final") or self.config.confirm == "final":
+        if self.phase not in (Phase.SEARCH, Phase.FINAL) or self.config.confirm == "final":
             return
         pending = {(t.individual, t.seed) for t in self.confirm_queue}
         pending |= {(t.individual, t.seed) for t in self.running}
@@ -358,10 +359,8 @@ class SearchPolicy:
     def _queue_final_confirmation(self) -> bool:
         """Before the run ends, the leader (the best by score, a descendant of a disqualified member too) must have
         its confirm evaluations; True when some were queued."""
-        members = self._members(self.population)
-        if not members:
-            return False
-        return self._queue_confirm(min(members, key=lambda m: (m.score, m.id)).id, set())
+        leader = best(self._members(self.population))
+        return leader is not None and self._queue_confirm(leader.id, set())
 
     # -- proposals -------------------------------------------------------------------------------------------------
 
@@ -374,7 +373,7 @@ class SearchPolicy:
         latency passes while the seed is measured; they wait for a worker until the noise phase ends (if the seed
         fails, they are never run)."""
         out: list[Proposal] = []
-        if self.phase not in ("noise", "search"):
+        if self.phase not in (Phase.NOISE, Phase.SEARCH):
             return out
         wanted = self.lookahead
         if self.config.evaluations is not None:
@@ -446,11 +445,10 @@ class SearchPolicy:
     def best(self) -> dict | None:
         """The population member with the best noise-aware score: id, mean_bpb, std_bpb, n, n_confirm, score. A
         descendant of a disqualified member is crowned only with an ok confirmation of its own."""
-        members = [m for m in self._members(self.population)
-                   if not self.tainted_by(m.id) or any(p == "confirm" for _, _, p in self.results[m.id])]
-        if not members:
+        m = best(self._members(self.population),
+                 eligible=lambda m: not self.tainted_by(m.id) or any(p == "confirm" for _, _, p in self.results[m.id]))
+        if m is None:
             return None
-        m = min(members, key=lambda m: (m.score, m.id))
         values = [v for _, v, _ in self.results[m.id]]
         n_confirm = sum(1 for _, _, p in self.results[m.id] if p == "confirm")
         return {"id": m.id, "mean_bpb": m.mean_bpb, "std_bpb": statistics.stdev(values) if len(values) > 1 else None,

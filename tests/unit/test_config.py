@@ -1,9 +1,14 @@
 """Run settings: validated where they are built; --resume keeps the stored run's settings."""
 
+import subprocess
+import sys
+
 import pytest
 
+from evo.choices import SELECTIONS
 from evo.config import EvalConfig, RunConfig
 from evo.errors import ConfigError
+from evo.search.selection import SELECTORS
 
 
 def test_resume_keeps_stored_settings_and_extends_stop_conditions():
@@ -43,3 +48,11 @@ def test_evo_eval_takes_the_same_limits_as_a_run():
     assert (EvalConfig().memory_mb, EvalConfig().disk_mb) == (RunConfig().memory_mb, RunConfig().disk_mb) == (0, 4096)
     with pytest.raises(ConfigError, match="--disk-mb must be a number of MiB"):
         EvalConfig(disk_mb=-5)
+
+
+def test_the_selection_methods_are_read_without_the_policy_and_each_has_its_selector():
+    assert tuple(SELECTORS) == SELECTIONS
+    loaded = subprocess.run([sys.executable, "-c", "import sys, evo.config; "
+                             "print(sorted(m for m in sys.modules if m.startswith(('evo.search', 'deap'))))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
