@@ -1,11 +1,11 @@
-"""Text a child wrote, made safe to show on a terminal.
+"""Text made safe and uniform to show on a terminal.
 
-Whatever a child controls (its log, its error line, what it reports, a description an LLM wrote for it) may hold
-bytes a terminal acts on: ESC starts sequences that set the window title, write the clipboard, clear the screen or
-move the cursor over evo's own lines; CR and backspace draw over a line; C1 controls (U+0080-U+009F) act like ESC
-on some terminals; bidirectional overrides reorder what is read. printable() shows each of them as an escape
-(`\\x1b`, `\\r`, `\\u202e`), so the text reads as what it is and does nothing. It is applied where text is shown,
-not where it is stored: a store written by an older evo holds raw text too.
+- printable(), one_line(): whatever a child controls (its log, its error line, what it reports, a description an
+  LLM wrote for it) may hold bytes a terminal acts on: ESC sequences that set the window title, write the
+  clipboard, clear the screen or move the cursor over evo's own lines; CR and backspace; C1 controls
+  (U+0080-U+009F); bidirectional overrides. Each shows as an escape (`\\x1b`, `\\r`, `\\u202e`) and does nothing.
+- They apply where text is shown, not where it is stored: a store written by an older evo holds raw text too.
+- mean_std(): how a val_bpb measured n times is written, "3.1234 ± 0.0012 (n=3)", wherever evo shows one.
 """
 
 from __future__ import annotations
@@ -46,3 +46,10 @@ def printable(text: object, *, newlines: bool = True, tabs: bool = True) -> str:
 def one_line(text: object) -> str:
     """printable() for a field shown on one line: newlines are escaped too."""
     return printable(text, newlines=False)
+
+
+def mean_std(mean: float, std: float | None, n: int, *more: str) -> str:
+    """A score measured n times: "3.1234 ± 0.0012 (n=3)", the spread only where there is one (std known, n > 1);
+    more goes inside the parentheses after n ("(n=3, 1 confirm)")."""
+    spread = f" ± {std:.4f}" if std is not None and n > 1 else ""
+    return f"{mean:.4f}{spread} ({', '.join((f'n={n}', *more))})"

@@ -7,15 +7,14 @@ import sys
 import time
 
 from evo.run_status import Best, RunStatus
-from evo.text import one_line
+from evo.text import mean_std, one_line
 
 
 def _bpb(best: Best | None) -> str:
     if not best:
         return "none yet"
-    spread = f" ± {best.std_bpb:.4f}" if best.std_bpb is not None and best.n > 1 else ""
-    test = f", test {best.test_bpb:.4f}" if best.test_bpb is not None else ""
-    return f"{best.mean_bpb:.4f}{spread} (n={best.n}, {best.id}{test})"
+    test = [f"test {best.test_bpb:.4f}"] if best.test_bpb is not None else []
+    return mean_std(best.mean_bpb, best.std_bpb, best.n, best.id, *test)
 
 
 def _duration(seconds: float) -> str:

@@ -16,7 +16,7 @@ from evo.cli.flags import add_flags, given, values
 from evo.cli.live import LiveView
 from evo.config import RunConfig, parse_bounds
 from evo.run_status import RunStatus
-from evo.text import one_line
+from evo.text import mean_std, one_line
 
 # How long a stopping run may take to store its in-flight evaluations before the driver stops at once (seconds;
 # EVO_STOP_GRACE_S overrides it). A healthy run stops in a second or two: this bounds a stuck one.
@@ -182,11 +182,10 @@ def _report(final: RunStatus, config: RunConfig) -> int:
           f"{ev.noise_done} noise evaluations; {ev.failed} failed")
     best = final.best
     if best:
-        spread = f" ± {best.std_bpb:.4f}" if best.std_bpb is not None else ""
         test = f"; test_bpb {best.test_bpb:.4f} (the test split, never selected on)" \
             if best.test_bpb is not None else ""
-        print(f"best: {best.id}  val_bpb {best.mean_bpb:.4f}{spread} over {best.n} evaluations "
-              f"({best.n_confirm} confirm){test}")
+        print(f"best: {best.id}  val_bpb {mean_std(best.mean_bpb, best.std_bpb, best.n, f'{best.n_confirm} confirm')}"
+              f"{test}")
         print(f"lineage: evo lineage {best.id} --db {config.db}")
     if final.status == "interrupted":
         print(f"resume with: evo run --resume --db {config.db}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from evo.cli.live import summary_lines
 from evo.cli.tables import format_rows
 from evo.errors import ConfigError, StoreError
-from evo.text import one_line, printable
+from evo.text import mean_std, one_line, printable
 
 
 def _store_flags(p: argparse.ArgumentParser, run: bool = False) -> None:
@@ -65,8 +65,7 @@ def lineage_args(p: argparse.ArgumentParser) -> None:
 def _bpb(step) -> str:
     if step.mean_bpb is None:
         return "-"
-    spread = f" ± {step.std_bpb:.4f}" if step.std_bpb is not None and step.n > 1 else ""
-    return f"{step.mean_bpb:.4f}{spread} (n={step.n})"
+    return mean_std(step.mean_bpb, step.std_bpb, step.n)
 
 
 def _why(step) -> str:
@@ -174,7 +173,8 @@ def logs(args, argv) -> int:
     with _view(args.db) as store:
         text = store.evaluation_log(int(args.evaluation_id))
         if not text:
-            e = next(iter(store.query(f"SELECT status, error FROM evaluations WHERE id = {int(args.evaluation_id)}")[1]))
+            query = f"SELECT status, error FROM evaluations WHERE id = {int(args.evaluation_id)}"
+            e = next(iter(store.query(query)[1]))
             text = f"(no output captured; status {e[0]}{': ' + e[1] if e[1] else ''})"
     sys.stdout.write(printable(text.rstrip("\n")) + "\n")
     return 0
