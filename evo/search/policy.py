@@ -19,7 +19,7 @@ import dataclasses
 import random
 import statistics
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,12 +85,13 @@ class SeedFailed(EvoError):
 
 class SearchPolicy:
     def __init__(self, config: RunConfig, seed_source: str, *, lookahead: int = 3, llm: bool = False,
-                 program: str = "", history: History | None = None):
+                 program: str = "", history: History | None = None, harness_api: Iterable[str] | None = None):
         """A new search (the seed queued on the noise seeds), or with history the search it was.
 
         lookahead: how many children to keep proposed ahead of the workers (the executor's workers + 2);
         llm: whether an LLM client is there (without one only the offline operators are used);
-        program: the text of program.md, for the LLM operators."""
+        program: the text of program.md, for the LLM operators;
+        harness_api: the names a child may import from the harness the run uses (default: the packaged one's)."""
         self.config = config
         self.lookahead = lookahead
         self.program = program
@@ -107,8 +108,9 @@ class SearchPolicy:
         self.confirm_queue: deque[Task] = deque()
         self.running: list[Task] = []                     # handed out by next_task(), not reported yet
         self.proposing = 0                                # handed out by proposals(), not back through child()
+        # which operator, told what, and what became of its child
         self.proposer = Proposer(config, llm=llm, program=program, genomes=self.genomes, parents=self.parents,
-                                 mean=self._mean)          # which operator, told what, and what became of its child
+                                 mean=self._mean, harness_api=harness_api)
         self.seed_id = content_hash(seed_source)
         seeds = random.Random(f"seeds-{config.seed}")
         self.search_seed = seeds.randrange(1, 2**31)

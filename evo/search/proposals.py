@@ -15,11 +15,12 @@ import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from genome import Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
+from evo.errors import first_line
+from genome import HARNESS_API, Genome, content_hash, hyperparameters, lowest_common_ancestor, validate
 from operators.context import Attempt, Lineage, LLMContext, OperatorContext, Step
 from operators.errors import OperatorConfigError, OperatorUnavailable
 from operators.hyper import in_bound
@@ -83,12 +84,15 @@ class Verdict:
 
 class Proposer:
     def __init__(self, config: RunConfig, *, llm: bool, program: str, genomes: Mapping[str, Genome],
-                 parents: Mapping[str, tuple[str, ...]], mean: Callable[[str | None], float | None]):
+                 parents: Mapping[str, tuple[str, ...]], mean: Callable[[str | None], float | None],
+                 harness_api: Iterable[str] | None = None):
         """genomes, parents and mean are the policy's (read, never written here): the individuals' genomes, their
         parents, and an individual's mean val_bpb (None before it has one). llm: whether an LLM client is there
         (without one only the offline operators are used); program: the text of program.md, for the LLM
-        operators."""
+        operators; harness_api: the names a child may import from the harness the run uses (its prepare.py's
+        `__all__`; by default the packaged harness's)."""
         self.config = config
+        self.harness_api = HARNESS_API if harness_api is None else frozenset(harness_api)
         self.program = program
         self.genomes = genomes
         self.parents = parents
@@ -187,7 +191,7 @@ class Proposer:
             reason = f"duplicate of {original}"
             return Verdict("duplicate", reason=reason, give_up=self._count_unusable(variation, reason))
         self.sources[child_id] = child_id
-        verdict = validate(variation.source)
+        verdict = validate(variation.source, self.harness_api)
         reason = verdict.reason if not verdict.ok else self._outside_bounds(variation.source)
         if reason:
             self.attempts.append(Attempt(variation.description, "rejected", variation.operator, None, reason[:200]))
@@ -246,4 +250,4 @@ def vary(proposal: Proposal, client=None) -> tuple[Variation, bool]:
         return Variation.invalid(spec.name, str(e)), True
     except Exception as e:  # an operator bug must not end the run: record it against the child
         log.exception("operator %s failed", spec.name)
-        return Variation.invalid(spec.name, f"{type(e).__name__}: {e}"), False
+        return Variation.invalid(spec.name, first_line(e, typed=True)), False

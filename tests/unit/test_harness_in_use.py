@@ -5,8 +5,11 @@ child the policy checks."""
 import subprocess
 from pathlib import Path
 
+from evo.config import RunConfig
+from evo.search.policy import SearchPolicy
 from evo.task_files import init_task
-from genome import read_harness_api, validate
+from genome import content_hash, read_harness_api, validate
+from operators.variation import Variation
 
 EXTRA = "task_helper"
 OLD_ALL = ('__all__ = ["VOCAB_SIZE", "SEQ_LEN", "Budget", "budget", "seed", "vocab_size", "train_batches", '
@@ -49,3 +52,25 @@ def test_evo_run_validates_the_seed_against_the_folders_harness(tmp_path, evo_bi
     assert "--bounds NO_SUCH_CONSTANT" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
+
+def _child_verdict(seed: str, **options):
+    """The verdict on a child of the seed (the seed plus a comment) in a policy past its noise phase."""
+    config = RunConfig(population=4, tournament_size=2, evaluations=6, operators={"hyper.mutate": 1.0},
+                       noise_seeds=2, confirm_seeds=1, elites=2, preflight=False, seed=0)
+    policy = SearchPolicy(config, seed, **options)
+    for value in (3.0, 3.01):
+        policy.report(policy.next_task(), {"status": "ok", "val_bpb": value})
+    assert policy.close_noise_phase()
+    [proposal] = policy.proposals(limit=1)
+    child = seed + "# a child's edit\n"
+    return policy.child(proposal, Variation(operator="llm.mutate", status="ok", source=child,
+                                            description="an edit")), content_hash(child)
+
+
+def test_the_policy_validates_children_against_the_harness_it_is_given(tmp_path):
+    task = task_with_one_more_name(tmp_path / "task")
+    seed = (task / "train.py").read_text()
+    verdict, child_id = _child_verdict(seed, harness_api=read_harness_api(task / "prepare.py"))
+    assert (verdict.status, verdict.id) == ("proposed", child_id), verdict.reason
+    packaged, _ = _child_verdict(seed)  # without it: the packaged harness's API, which lacks the name
+    assert packaged.status == "rejected" and f"imports {EXTRA} from prepare" in packaged.reason
