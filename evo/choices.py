@@ -27,12 +27,7 @@ class Phase(str, Enum):
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
 
-    @property
-    def ended(self) -> bool:
-        """Whether the run is over (its status is this phase's word), rather than still running."""
-        return self in ENDED
 
-
-ENDED = frozenset({Phase.FINISHED, Phase.INTERRUPTED, Phase.FAILED})
+ENDED = frozenset({Phase.FINISHED, Phase.INTERRUPTED, Phase.FAILED})   # the phases that are also a run's status
 
 SELECTIONS = ("tournament", "best", "random")

@@ -251,8 +251,7 @@ class Engine:
             return RunStatus.build(
                 run_id=self.run_id, phase=p.phase, active_seconds=c.active_seconds, busy_seconds=busy,
                 workers=self.pool.size, best=self._best(),
-                evaluations=EvaluationCounts(c.search_done, c.confirm_done, c.noise_done, self.pool.running_count,
-                                             c.failed, c.invalid),
+                evaluations=EvaluationCounts.of(c, running=self.pool.running_count),
                 target_evaluations=self.config.evaluations, noise_floor=p.noise_floor,
                 population=len(p.population), individuals=len(p.parents),
                 llm_cost_usd=self.llm.spent_usd if self.llm else 0.0,

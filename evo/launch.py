@@ -245,9 +245,10 @@ class LiveRun:
 
 
 def _died(run_id: str, error: str) -> RunStatus:
+    from evo.choices import Phase
     from evo.run_status import EvaluationCounts
 
-    return RunStatus.build(run_id=run_id, phase="failed", active_seconds=0.0, busy_seconds=0.0, workers=0,
+    return RunStatus.build(run_id=run_id, phase=Phase.FAILED, active_seconds=0.0, busy_seconds=0.0, workers=0,
                            best=None, evaluations=EvaluationCounts(), target_evaluations=None, noise_floor=None,
                            population=0, individuals=0, llm_cost_usd=0.0, llm_calls=0).failed(error)
 

@@ -1,13 +1,16 @@
-"""What a run is doing, as one record: built by the executor while the run is live and rebuilt from the store
-afterwards, rendered by the live view, `evo status` and `evo status --json` (`as_dict()`)."""
+"""What a run is doing, as one record (RunStatus):
+
+- built by the engine while the run is live (from the policy's counters) and rebuilt from the store afterwards
+- rendered by the live view, `evo status` and `evo status --json` (`as_dict()`)
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-# The run statuses a search phase maps to; every other phase is a run still going.
-_ENDED_PHASES = ("finished", "interrupted", "failed")
+from evo.choices import ENDED, Phase
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,20 @@ class EvaluationCounts:
     def done(self) -> int:
         return self.search_done + self.confirm_done + self.noise_done
 
+    @classmethod
+    def of(cls, counters: Any, running: int = 0) -> EvaluationCounts:
+        """The counts from a live search's counters (evo.search.policy.Counters, the source: every field here but
+        running is one of its fields, by the same name) and the evaluations running now."""
+        return cls(**{f.name: getattr(counters, f.name) for f in dataclasses.fields(cls) if f.name != "running"},
+                   running=running)
+
 
 @dataclass(frozen=True)
 class RunStatus:
     run_id: str
     status: str                      # running, finished, interrupted or failed
-    phase: str                       # noise, search, confirm, finished, ...
+    phase: str                       # a Phase (noise, search, final, finished, interrupted, failed); "-" before
+                                     # a stored run saved its first state
     elapsed_s: float                 # seconds the run has been active (over every sitting of a resumed run)
     best: Best | None
     evaluations: EvaluationCounts
@@ -62,15 +73,15 @@ class RunStatus:
     notes: tuple[str, ...] = ()     # what the user should hear about the run (a worker left out), one line each
 
     @classmethod
-    def build(cls, *, run_id: str, phase: str, status: str | None = None, active_seconds: float,
+    def build(cls, *, run_id: str, phase: Phase | str, status: str | None = None, active_seconds: float,
               busy_seconds: float, workers: int, best: Best | dict | None, evaluations: EvaluationCounts,
               **rest) -> "RunStatus":
         """A status whose rates are derived from the counters (throughput, utilisation) the same way wherever it
-        is built."""
+        is built; without a status, the run's is its phase once the phase has ended, else running."""
         elapsed = max(active_seconds, 1e-9)
         if isinstance(best, dict):
             best = Best(**best)
-        return cls(run_id=run_id, status=status or (phase if phase in _ENDED_PHASES else "running"), phase=phase,
+        return cls(run_id=run_id, status=status or (str(phase) if phase in ENDED else "running"), phase=phase,
                    elapsed_s=elapsed, best=best, evaluations=evaluations,
                    evals_per_hour=evaluations.done / elapsed * 3600, workers=workers,
                    utilisation=min(1.0, busy_seconds / (elapsed * max(1, workers))), **rest)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
+from evo.choices import Phase
 from evo.errors import StoreError, StoreInUse, first_line
-from evo.fitness import SCORED_PURPOSES
+from evo.fitness import SCORED_PURPOSES, best
 from evo.integrity import DISQUALIFIED
 from evo.results import score_problem
 from evo.run_status import EvaluationCounts, RunStatus
@@ -303,28 +304,27 @@ class StoreReader:
             return sum(1 for e in evaluations if e.purpose == purpose)
 
         population = set(self.population(run.run_id))
-        fitness = [f for f in self.fitness(run.run_id) if f.individual_id in population]
         # As the run crowns (evo.integrity): a descendant of a disqualified member only with a confirmation of its own.
-        fitness = next(([f] for f in sorted(fitness, key=lambda f: (f.score, f.individual_id))
-                        if f.n_confirm or self.disqualified_ancestor(run.run_id, f.individual_id) is None), [])
-        best = None
-        if fitness:
-            f = fitness[0]
+        f = best((f for f in self.fitness(run.run_id) if f.individual_id in population), id=lambda f: f.individual_id,
+                 eligible=lambda f: f.n_confirm or self.disqualified_ancestor(run.run_id, f.individual_id) is None)
+        leader = None
+        if f is not None:
             tests = [e.test_bpb for e in evaluations
                      if e.individual_id == f.individual_id and e.status == "ok" and score_problem(e.test_bpb) is None]
-            best = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,
-                    "n_confirm": f.n_confirm, "score": f.score,
-                    "test_bpb": sum(tests) / len(tests) if tests else None}
+            leader = {"id": f.individual_id, "mean_bpb": f.mean_bpb, "std_bpb": f.std_bpb, "n": f.n,
+                      "n_confirm": f.n_confirm, "score": f.score,
+                      "test_bpb": sum(tests) / len(tests) if tests else None}
         _, rows = self._select("SELECT count(*) FILTER (WHERE status = 'invalid'), count(*), "
                                "(SELECT count(*) FROM llm_calls WHERE run_id = ?) FROM individuals WHERE run_id = ?",
                                [run.run_id, run.run_id])
         invalid, individuals, llm_calls = rows[0]
+        failed = sum(1 for e in evaluations if e.status != "ok")
         return RunStatus.build(
-            run_id=run.run_id, status=run.status, phase=state.get("phase", "-"),
+            run_id=run.run_id, status=run.status, phase=Phase(state["phase"]) if "phase" in state else "-",
             active_seconds=counters.get("active_seconds", 0.0), busy_seconds=counters.get("busy_seconds", 0.0),
-            workers=state.get("workers", 1), best=best,
-            evaluations=EvaluationCounts(count("search"), count("confirm"), count("noise"), 0,
-                                         sum(1 for e in evaluations if e.status != "ok"), invalid),
+            workers=state.get("workers", 1), best=leader,
+            evaluations=EvaluationCounts(search_done=count("search"), confirm_done=count("confirm"),
+                                         noise_done=count("noise"), failed=failed, invalid=invalid),
             target_evaluations=run.config.get("evaluations"), noise_floor=run.noise_floor,
             population=len(population), individuals=individuals, llm_cost_usd=self.llm_cost(run.run_id),
             llm_calls=llm_calls)

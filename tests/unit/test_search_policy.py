@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from evo.choices import Phase
 from evo.config import RunConfig
+from evo.run_status import EvaluationCounts, RunStatus
 from evo.search.policy import History, SearchPolicy, SeedFailed, Task
 from evo.search.proposals import MAX_INVALID_IN_A_ROW, vary
 from genome import content_hash, hyperparameters, lowest_common_ancestor, rewrite
@@ -716,3 +718,18 @@ def test_a_disqualified_member_leaves_every_island_it_was_copied_to():
     islands = Islands(count=2, size=2, members=[["a", "b"], ["b", "c"]], home={"d": 1})
     islands.remove("b")
     assert islands.members == [["a"], ["c"]] and islands.population() == ["a", "c"]
+
+
+def test_the_run_status_counts_are_the_policys_counters_and_its_phase_is_stored_as_its_word():
+    policy = SearchPolicy(settings(), SEED)
+    Executor(policy).run()
+    counts = EvaluationCounts.of(policy.counters, running=2)
+    c = policy.counters
+    assert (counts.search_done, counts.confirm_done, counts.noise_done, counts.failed, counts.invalid, counts.running) \
+        == (c.search_done, c.confirm_done, c.noise_done, c.failed, c.invalid, 2) and counts.search_done == 6
+    assert policy.phase is Phase.FINISHED and json.loads(json.dumps(policy.state()))["phase"] == "finished"
+    status = RunStatus.build(run_id="r", phase=policy.phase, active_seconds=1.0, busy_seconds=1.0, workers=1,
+                             best=policy.best(), evaluations=counts, target_evaluations=6, noise_floor=None,
+                             population=len(policy.population), individuals=len(policy.parents), llm_cost_usd=0.0,
+                             llm_calls=0)
+    assert status.status == "finished" and json.loads(json.dumps(status.as_dict()))["phase"] == "finished"
