@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from benchmarks.search_box import BOX, at, box_values, clipped, inside, start_source
+from evo.choices import Phase
 from evo.config import RunConfig
 from evo.search.policy import Proposal, SearchPolicy, vary
 from genome import Genome, content_hash, rewrite
@@ -71,7 +72,7 @@ class Evo:
         p = self.policy
         p.close_noise_phase()
         for _ in range(100):   # invalid and duplicate children cost no evaluation: propose until one waits
-            if p.ready or p.confirm_queue or p.phase != "search":
+            if p.ready or p.confirm_queue or p.phase != Phase.SEARCH:
                 break
             proposals = p.proposals()
             if not proposals:
