@@ -1,5 +1,9 @@
-"""Command-line flags built from the settings' dataclasses (evo.config): each field's flag metadata says its help,
-metavar and group, so a setting and its flag are written once."""
+"""Command-line flags built from the settings' dataclasses (evo.config).
+
+- add_flags(): each field's flag metadata says its help, metavar and group, so a setting and its flag are written
+  once; values() reads them back by field name.
+- given(): which of them the user typed, as argparse resolved them (abbreviations included).
+"""
 
 from __future__ import annotations
 
@@ -62,11 +66,13 @@ def values(args: argparse.Namespace, cls, skip: tuple[str, ...] = ()) -> dict:
     return found
 
 
-def given(argv: list[str]) -> set[str]:
-    """The settings the user typed (as opposed to defaults), by field name."""
-    names = set()
-    for arg in argv:
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0].replace("-", "_")
-            names.add(name[3:] if name.startswith("no_") else name)
-    return names
+def given(argv: list[str], cls, skip: tuple[str, ...] = ()) -> set[str]:
+    """The settings the user typed (as opposed to defaults), by field name. argv is parsed again by cls's flags with
+    every default suppressed, so argparse resolves each flag as it did the first time (an abbreviation such as --pop
+    for --population, a --no- form, --flag=value) and only the flags given land in the namespace."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_flags(parser, cls, skip)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    typed, _ = parser.parse_known_args(argv)
+    return set(vars(typed))

@@ -38,7 +38,7 @@ def run(args, argv) -> int:
     if not args.resume and settings["evaluations"] is None and settings["hours"] is None:
         settings["evaluations"] = 32
     config = RunConfig(**settings)
-    ready = launch.settle(config, given(argv), notify=lambda m: print(f"evo run: {m}", file=sys.stderr))
+    ready = launch.settle(config, given(argv, RunConfig), notify=lambda m: print(f"evo run: {m}", file=sys.stderr))
     with launch.start(ready) as live:
         print(f"run {live.run_id} {'resumed' if live.resumed else 'started'}: {live.describe()}, "
               f"db {ready.config.db}", flush=True)
