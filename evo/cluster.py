@@ -1,4 +1,4 @@
-"""Ray for evo: starting or joining a cluster, sizing the workers, and reaching the driver of a live run.
+"""Ray for evo: starting or joining a cluster, sizing the workers, and reaching the actor of a live run.
 
     start_ray(address)      joins --address (else RAY_ADDRESS) with that cluster's own authentication (RAY_AUTH_MODE,
                             RAY_AUTH_TOKEN as for any Ray client), saying so in one line; without either, starts a
@@ -57,13 +57,14 @@ def start_ray(address: str | None) -> str | None:
         check_reachable(address, asked)
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
-        except Exception as e:  # Ray's message for a refused token is long; the fix is one line
-            text = str(e)
-            if "auth" in text.lower() or "token" in text.lower() or "Unauthenticated" in text:
-                raise ConfigError(f"{asked} {address}: the cluster refused this client's authentication; set "
-                                  f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as for any Ray "
-                                  f"client of that cluster") from None
-            raise
+        except ray.exceptions.AuthenticationError:  # token authentication asked for (RAY_AUTH_MODE), and no token
+            raise ConfigError(f"{asked} {address}: no token for the cluster's authentication; set RAY_AUTH_TOKEN "
+                              f"(or RAY_AUTH_TOKEN_PATH) as for any Ray client of that cluster") from None
+        except ConnectionError as e:  # the GCS answers (check_reachable) but refused this client: a missing or
+            # wrong token, which Ray reports only in its log lines, or another Ray version
+            raise ConfigError(f"{asked} {address}: the Ray cluster there refused this client ({e}); a cluster with "
+                              f"token authentication needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN (or "
+                              f"RAY_AUTH_TOKEN_PATH), as for any Ray client of it") from None
         unset = "; unset RAY_ADDRESS for a Ray instance of the run's own" if asked == "RAY_ADDRESS" else ""
         return f"joined the Ray cluster at {address} ({asked}){unset}"
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -64,3 +64,36 @@ def test_a_store_held_by_another_process_is_one_line_and_the_lock_is_let_go(evo_
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"evo run: error: held.duckdb is in use by process {holder.pid}"], proc.stderr
     assert not (tmp_path / "held.duckdb.lock").exists()   # the run actor let go of the lock it had taken
+
+
+HEAD = """
+import sys
+from ray.cluster_utils import Cluster
+head = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+print(head.address, flush=True)
+sys.stdin.read()
+head.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_that_refuses_the_token_is_one_line(evo_bin, tmp_path):
+    # Ray reports a refused token only in its log lines and raises a plain ConnectionError; the old check searched
+    # the exception's text for "auth" or "token" and let the traceback through.
+    token = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
+    head = subprocess.Popen([sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=token)
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the token cluster did not start"
+        (tmp_path / "train.py").write_text(tiny_source())
+        (tmp_path / "program.md").write_text((ROOT / "program.md").read_text())
+        wrong = {**token, "EVO_LOG_LEVEL": "ERROR", "RAY_AUTH_TOKEN": "b" * 32}
+        proc = evo(evo_bin, tmp_path, "run", "--address", address, *TINY_RUN, timeout=300, env=wrong)
+    finally:
+        head.communicate("", timeout=120)   # the head shuts its cluster down when its stdin closes
+    assert proc.returncode == 1, proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("evo run")]   # Ray logs its retries too
+    assert len(ours) == 1 and ours[0].startswith(f"evo run: error: --address {address}: the Ray cluster there "
+                                                 f"refused this client"), proc.stderr
+    assert "RAY_AUTH_TOKEN" in ours[0] and "Traceback" not in proc.stderr
