@@ -1,9 +1,9 @@
 """Ray worker actors: each holds one GPU (or a share of the CPUs) and runs one evaluation at a time; and the pool
 that runs evaluations on them for `evo run` and `evo replay`.
 
-Nothing relies on a shared filesystem: the harness files and the prepared dataset travel once, as a TaskBundle in
-Ray's object store, and each worker writes them into its own node's cache when they are missing there. A child's
-source travels with each task.
+- no shared filesystem: the harness files and the prepared dataset travel once, as a TaskBundle in Ray's object
+  store, and each worker writes them into its own node's cache when they are missing there
+- with each task: the child's source, its seed, the run's Budget (evo.sandbox.budget) and time limit
 """
 
 from __future__ import annotations
@@ -311,8 +311,7 @@ class WorkerPool:
             try:
                 ray.kill(self.workers[job.worker])
             except (ValueError, ray.exceptions.RayError) as e:  # not an actor (a stand-in), or one Ray no longer has
-                log.info("worker-%d was not killed for the stop: %s: %s", job.worker, type(e).__name__,
-                         (str(e).strip().splitlines() or [""])[0])
+                log.info("worker-%d was not killed for the stop: %s", job.worker, first_line(e, typed=True))
             stopped.append(Finished(job.task, self._no_result(job, "interrupted", "the run was stopped"), job.worker,
                                     job.started, time.time() - job.started))
         self.running.clear()

@@ -11,9 +11,10 @@
                                       harness's metric; its result is taken only from the pipe FD and only when
                                       it exits 0
 
-Every failure becomes a status with its reason (ok, crash, timeout, oom, rejected); nothing here raises for a bad
-child. The numbers come from the batch server and the scorer, never from the child's output or its files.
-Where the kernel allows no namespaces both phases run unshielded, and the result says so (`shielded` false).
+- failures: every one becomes a status with its reason (ok, crash, timeout, oom, rejected); nothing here raises for
+  a bad child
+- numbers: from the batch server and the scorer, never from the child's output or its files
+- no namespaces: where the kernel allows none both phases run unshielded, and the result says so (`shielded` false)
 """
 
 from __future__ import annotations
