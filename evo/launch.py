@@ -4,10 +4,11 @@
     with start(launch) as run:                  # Ray started or joined, the run actor holding the store
         run.status(); run.done(timeout); run.stop()
 
-The run actor holds the store and its lock file (`<db>.lock`, see evo.store.lock) for the whole run, and writes
-into it where it can be reached (Ray's address, namespace and its own name): that is how `evo status` and `evo sql`
-reach a live run. API keys are read here, kept in memory for the driver, and removed from the environment before
-Ray starts, so no worker or training process inherits them.
+- the run actor holds the store and its lock file (`<db>.lock`, see evo.store.lock) for the whole run, and writes
+  into it where it can be reached (Ray's address, namespace and its own name): that is how `evo status` and `evo sql`
+  reach a live run
+- this process is Ray's driver: API keys are read here, kept in memory for the run actor's LLM client, and removed
+  from the environment before Ray starts, so no worker or training process inherits them
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     if (why := shield.unavailable()) is not None and not config.allow_unshielded:
         raise ConfigError(f"training cannot be shielded on this machine ({why}), so children could forge their "
                           f"scores; pass --allow-unshielded to search anyway")
-    # The driver may run in another working directory (a cluster's worker): it gets an absolute path.
+    # The run actor may run in another working directory (a cluster's worker): it gets an absolute path.
     config = dataclasses.replace(config, db=str(Path(config.db).expanduser().resolve()))
     llm_settings = None
     if any(REGISTRY.get(name).needs_llm for name in config.operators):
@@ -125,7 +126,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     bundle = bundle_task([harness, *fixed_files(harness)], dataset)
 
     holder = read_lock(config.db)
-    if holder and lock_is_live(holder):  # the driver takes the lock itself; this only fails early and clearly
+    if holder and lock_is_live(holder):  # the run actor takes the lock itself; this only fails early and clearly
         raise StoreInUse(f"{Path(config.db).name} is in use by a live run ({describe_lock(holder)})")
     cache_root = str(load_harness(harness).cache_dir())  # where workers put the bundle: prepare.py's cache
     return Launch(config, bundle, cache_root, seed_source, program, llm_settings, resume_run_id, stored_state,
@@ -165,11 +166,11 @@ def _check_writable(db: str) -> None:
             raise StoreError(f"--db {db}: cannot write {target} ({why}); a run writes its store there")
 
 
-RELEASE_WAIT = 20.0   # seconds a resume waits for a driver that is still letting go of the store
+RELEASE_WAIT = 20.0   # seconds a resume waits for a run actor that is still letting go of the store
 
 
 def _open_when_released(db: str, notify: Callable[[str], None]):
-    """A reader of db; while the driver of the run being resumed is still letting go of the file (a killed `evo
+    """A reader of db; while the actor of the run being resumed is still letting go of the file (a killed `evo
     run` whose run actor is shutting down), waits up to RELEASE_WAIT for it, saying so once."""
     from evo.store import lock_is_live, open_reader, read_lock
 
@@ -186,7 +187,7 @@ def _open_when_released(db: str, notify: Callable[[str], None]):
             if time.monotonic() > deadline or driver_live:
                 raise
             if not said:
-                notify(f"waiting up to {RELEASE_WAIT:g} s for the previous driver to let go of {Path(db).name}")
+                notify(f"waiting up to {RELEASE_WAIT:g} s for the previous run to let go of {Path(db).name}")
                 said = True
             time.sleep(0.5)
 

@@ -7,7 +7,7 @@ noise. --ablate takes each step's change out of ID (reverse patch, or a three-wa
 the same lines), evaluates the result on ID's seeds, and credits the step with what removing it costs.
 
 Replay evaluations are stored with purpose `replay` (ablated variants as individuals made by `replay.ablate`),
-through the live driver when a run holds the store, else by this process as the store's one writer. They run on a
+through the live run's actor when a run holds the store, else by this process as the store's one writer. They run on a
 search's WorkerPool (evo.workers): a worker that dies is replaced, and its evaluation is stored as a crash.
 """
 

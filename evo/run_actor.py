@@ -133,7 +133,7 @@ class RunActor:
 
     def record_replay(self, individual: dict | None, evaluation: dict | None) -> str | None:
         """For `evo replay` against this live run: stores an ablated variant (returns its id) or a replay
-        evaluation, so the driver stays the store's only writer."""
+        evaluation, so this actor stays the store's only writer."""
         return self.engine.record_replay(individual, evaluation)
 
     def close(self) -> None:

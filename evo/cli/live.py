@@ -1,5 +1,5 @@
 """What a run looks like while it runs: a live panel on a terminal, plain log lines otherwise. Both render the same
-RunStatus (the driver's while live, rebuilt from the store by `evo status` afterwards)."""
+RunStatus (the run actor's while live, rebuilt from the store by `evo status` afterwards)."""
 
 from __future__ import annotations
 

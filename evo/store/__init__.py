@@ -2,17 +2,19 @@
 call, so lineage is plain SQL.
 
     schema.py   tables, the fitness/leaderboard views, the ancestry/descendants table macros; ids and score decided
-    writer.py   StoreWriter, the driver's one connection: every method commits before it returns
+    writer.py   StoreWriter, the run actor's one connection: every method commits before it returns
     reader.py   open_reader for a file no live run holds; StoreReader, the reads every command and the engine use
-    live.py     open_view: those reads from the live driver while a run holds the file, else from the file itself
+    live.py     open_view: those reads from the live run's actor while a run holds the file, else from the file itself
     lock.py     `<db>.lock`: who holds the file during a live run and where it answers queries
     query.py    run_query: users' SQL, refused unless read-only by DuckDB's own parse
     records.py  the frozen records reads return
 
-Who owns the file: the driver opens it read-write for the whole live run (DuckDB lets one process hold a file, even
-for reading) and writes `<db>.lock` beside it; `evo sql` and friends ask the live driver (over Ray, at the address
-in the lock file), which answers StoreReader's reads on its own connection. Once the run is over (or its driver is
-dead) they open the file themselves with open_reader. open_view chooses, so every command reads one way.
+Who owns the file:
+- a live run's actor (evo.run_actor) opens it read-write for the whole run (DuckDB lets one process hold a file, even
+  for reading) and writes `<db>.lock` beside it
+- `evo sql` and friends ask that actor (over Ray, at the address in the lock file), which answers StoreReader's reads
+  on its own connection; once the run is over (or its actor is dead) they open the file themselves (open_reader)
+- open_view chooses, so every command reads one way
 """
 
 from evo.store.live import LiveReader, live_actor, open_view

@@ -1,11 +1,11 @@
-"""Reading a store wherever it is: `open_view(db)` gives the reads of StoreReader over the live driver while a run
+"""Reading a store wherever it is: `open_view(db)` gives the reads of StoreReader over the live run's actor while a run
 holds the file (DuckDB lets one process open it), else over a read-only connection of this process.
 
     with open_view("evo.duckdb") as store:    # the same methods either way
         run = store.run()
         steps = store.lineage(run.run_id, store.resolve(run.run_id, "3fa9"))
 
-The live driver answers each read on its own connection (StoreReader's methods are the writer's reads too), and
+The run actor answers each read on its own connection (StoreReader's methods are the writer's reads too), and
 its run status is the executor's own, with the evaluations running now.
 """
 
@@ -34,12 +34,12 @@ def live_actor(db: str | os.PathLike):
     try:
         return ray.get_actor(info["actor"], namespace=info["namespace"])
     except ValueError:
-        raise StoreError(f"{Path(db).name} is held by a live run whose driver cannot be reached "
+        raise StoreError(f"{Path(db).name} is held by a live run whose run actor cannot be reached "
                          f"({info['actor']})") from None
 
 
 class LiveReader:
-    """StoreReader's reads, answered by the driver of the live run (see READS)."""
+    """StoreReader's reads, answered by the actor of the live run (see READS)."""
 
     def __init__(self, actor, path: str | os.PathLike):
         self.actor = actor
@@ -60,7 +60,7 @@ class LiveReader:
                     raise cause from None
                 raise StoreError(str(e).strip().splitlines()[-1]) from None
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
-                raise StoreError(f"the live run's driver did not answer ({type(e).__name__}); "
+                raise StoreError(f"the live run's actor did not answer ({type(e).__name__}); "
                                  f"try again when the run has ended") from None
         return read
 
@@ -70,7 +70,7 @@ class LiveReader:
 
 @contextmanager
 def open_view(db: str | os.PathLike) -> Iterator[StoreReader | LiveReader]:
-    """The store's reads: through the live driver while a run holds db, else from the file itself."""
+    """The store's reads: through the live run's actor while a run holds db, else from the file itself."""
     actor = live_actor(db)
     if actor is not None:
         yield LiveReader(actor, db)

@@ -1,14 +1,13 @@
 """The run lock: a JSON file `<db>.lock` beside the store, held by the one process that writes it during a live run.
 
-DuckDB lets one process open a file at a time, even read-only, so while a run is live every other command must
-reach the data through the driver. The lock file says who that is: pid, hostname, started_at, plus free-form
-fields the engine adds (run_id, the Ray GCS address, namespace and actor name through which the live driver
-answers read-only queries).
-
-The holder keeps the file open with an exclusive flock(2), so the kernel drops the lock the moment the holder dies,
-even by SIGKILL, and two processes racing for a stale lock cannot both win. The JSON is what readers consult:
-`lock_is_live(info)` checks the pid (and its start time, against pid reuse) on this host. A lock from another host
-cannot be checked from here and counts as live.
+- why: DuckDB lets one process open a file at a time, even read-only, so while a run is live every other command
+  reaches the data through the run actor (evo.run_actor)
+- what it says: who holds the file (pid, hostname, started_at) plus fields the engine adds (run_id, the Ray GCS
+  address, namespace and actor name through which the run actor answers read-only queries)
+- how it holds: an exclusive flock(2) on the open file, so the kernel drops the lock the moment the holder dies,
+  even by SIGKILL, and two processes racing for a stale lock cannot both win
+- liveness: `lock_is_live(info)` checks the pid (and its start time, against pid reuse) on this host; a lock from
+  another host cannot be checked from here and counts as live
 
     lock = acquire_lock("evo.duckdb", {"run_id": run_id})   # StoreError if a live run holds it
     lock.update(ray_address=..., actor=...)                 # add fields as they become known
@@ -121,7 +120,7 @@ class RunLock:
         return self._fd is not None
 
     def update(self, **fields) -> None:
-        """Adds or changes fields in the lock file (e.g. the Ray address once the driver is up)."""
+        """Adds or changes fields in the lock file (e.g. the Ray address once the run actor is up)."""
         if self._fd is None:
             raise StoreError(f"the lock {self.path} was already released")
         self.info.update(fields)

@@ -1,10 +1,10 @@
 """Users' read-only SQL (`evo sql`): refuse anything that could write, run the rest, return columns and rows.
 
-In:  a DuckDB connection (the live driver's read-write one, or a reader's read-only one) and SQL text.
+In:  a DuckDB connection (the live run actor's read-write one, or a reader's read-only one) and SQL text.
 Out: (column names, rows) of the last statement, or StoreError with one line.
 
 The refusal is by DuckDB's own parse of each statement, not by the connection's mode, because inside a live run the
-only connection there is the driver's read-write one. Allowed:
+only connection there is the run actor's read-write one. Allowed:
 
 - SELECT-type statements (also DESCRIBE, SUMMARIZE, SHOW, FROM-first, PIVOT with an IN list), unless they call a
   function with a side effect (nextval, checkpoint, ...: FORBIDDEN_FUNCTIONS), found in DuckDB's serialized parse
@@ -17,7 +17,7 @@ USE, RESET, INSTALL, LOAD, CALL, CHECKPOINT, VACUUM, transactions, PREPARE/EXECU
 
 As a second line of defence the statements run on a cursor of their own inside a transaction that is rolled back:
 data written by anything that slipped through is undone (sequences are not: hence nextval's refusal), and the
-driver's own transactions are never mixed with the user's.
+run actor's own transactions are never mixed with the user's.
 """
 
 from __future__ import annotations

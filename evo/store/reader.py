@@ -3,7 +3,7 @@
 In:  a path to an evo store.   Out: a StoreReader (read-only connection), or StoreError with one line:
 "no database at PATH", "evo.duckdb is in use by a live run (pid ... on host ...)", "... is not an evo store".
 
-StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the live driver answers
+StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the run actor answers
 them over its one connection. A reader only works on a file no live run holds: DuckDB allows one process per file.
 """
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _HELD = re.compile(r"\(PID (\d+)\)")
 _ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
-# The reads a live driver answers for other processes (evo.store.live): every public read of StoreReader.
+# The reads a live run's actor answers for other processes (evo.store.live): every public read of StoreReader.
 READS = ("query", "runs", "latest_run", "load_run", "run", "llm_cost", "individuals", "individual", "resolve",
          "lineage", "population", "source", "source_exists", "find_source", "ancestry", "descendants",
          "evaluations", "evaluation_log", "source_of", "scored_results", "seeds_used", "fitness", "run_status",
@@ -333,7 +333,7 @@ class StoreReader:
 def open_reader(db_path: str | os.PathLike) -> StoreReader:
     """A read-only view of a store no live run holds (a finished or killed run's file).
 
-    StoreError: "no database at PATH"; "NAME is in use by a live run (...)" while a driver holds it (ask the driver
+    StoreError: "no database at PATH"; "NAME is in use by a live run (...)" while a run actor holds it (ask the actor
     instead: the lock file says where it answers); "... is not an evo store"."""
     conn = connect(db_path, read_only=True)
     try:

@@ -20,7 +20,7 @@ def _from_row(cls, columns: list[str], row: tuple, **extra):
 
 @dataclass(frozen=True)
 class Run:
-    """A run: its settings (config), the driver's resumable state (None until first saved) and its status."""
+    """A run: its settings (config), the engine's resumable state (None until first saved) and its status."""
 
     run_id: str
     status: str

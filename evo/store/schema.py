@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at    TIMESTAMP,
     status         TEXT NOT NULL CHECK (status IN {sql_list(RUN_STATUSES)}),
     config         JSON NOT NULL,           -- the full run settings
-    state          JSON,                    -- the driver's resumable state; opaque to the store
+    state          JSON,                    -- the engine's resumable state; opaque to the store
     state_saved_at TIMESTAMP,
     noise_floor    DOUBLE,                  -- std of val_bpb over seeds, measured at the start of the run
     hostname       TEXT,

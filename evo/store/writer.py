@@ -1,4 +1,4 @@
-"""The store's one writer: the driver. Every method commits before it returns, so a killed driver loses nothing a
+"""The store's one writer: the run actor's. Every method commits before it returns, so a killed run loses nothing a
 method returned for.
 
 In:  plain values and the engine's own records (sandbox.EvalResult, operators.usage.LLMUsage, or mappings with the
@@ -77,7 +77,7 @@ def _json(value: Any, what: str) -> str:
 
 
 class StoreWriter(StoreReader):
-    """Writes through one read-write connection. One per file, in the driver; thread-safe (calls serialise)."""
+    """Writes through one read-write connection. One per file, in the run actor; thread-safe (calls serialise)."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, path):
         super().__init__(conn, path)
@@ -297,10 +297,10 @@ class StoreWriter(StoreReader):
 
 
 def open_writer(db_path: str | os.PathLike) -> StoreWriter:
-    """Opens (creating if needed) the store for writing: the driver's one connection for the whole run.
+    """Opens (creating if needed) the store for writing: the run actor's one connection for the whole run.
 
     The process that opens the writer takes the run lock first (lock.acquire_lock), so other commands learn where
-    the live driver answers, and liveness checks watch the process that really holds the file. StoreError, one
+    the run actor answers, and liveness checks watch the process that really holds the file. StoreError, one
     line, when another process holds the file or its live lock, or the file is not an evo store of a schema this
     code reads."""
     holder = read_lock(db_path)

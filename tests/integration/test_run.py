@@ -157,13 +157,13 @@ def test_a_database_held_by_a_live_run_is_refused(evo_bin, tmp_path):
         assert proc.returncode == 1
         assert "evo.duckdb is in use by a live run" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
-        status = evo(evo_bin, cwd, "status", "--json", timeout=120)  # answered by the live driver
+        status = evo(evo_bin, cwd, "status", "--json", timeout=120)  # answered by the live run's actor
         assert status.returncode == 0 and '"status": "running"' in status.stdout
         counted = evo(evo_bin, cwd, "sql", "SELECT count(*) AS n FROM individuals", "--format", "json", timeout=120)
         assert counted.returncode == 0, counted.stderr
         live_count = json.loads(counted.stdout)[0]["n"]
         assert live_count >= 1
-        # Every reading command goes through the live driver: lineage, show and plot too.
+        # Every reading command goes through the live run's actor: lineage, show and plot too.
         seed = json.loads(evo(evo_bin, cwd, "sql", "SELECT id FROM individuals WHERE operator = 'seed'",
                               "--format", "json", timeout=120).stdout)[0]["id"]
         lineage = evo(evo_bin, cwd, "lineage", seed[:6], timeout=120)

@@ -27,7 +27,7 @@ from tests.support.asserts import one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A driver stand-in: takes the lock, opens the store and writes evaluations until killed, printing each id only
+# A run actor stand-in: takes the lock, opens the store and writes evaluations until killed, printing each id only
 # after add_evaluation returned it.
 WRITER = textwrap.dedent("""
     import sys, time

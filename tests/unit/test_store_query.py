@@ -1,4 +1,4 @@
-"""Users' SQL: only statements that read get through, refused by DuckDB's own parse, on the live driver's
+"""Users' SQL: only statements that read get through, refused by DuckDB's own parse, on the live run actor's
 read-write connection as on a reader's read-only one."""
 
 import pytest
@@ -22,7 +22,7 @@ def db(tmp_path_factory):
 
 @pytest.fixture(params=["read-write", "read-only"])
 def conn(request, db):
-    """The live driver's connection (its writer's) or a finished run's reader's."""
+    """The live run actor's connection (its writer's) or a finished run's reader's."""
     store = open_writer(db) if request.param == "read-write" else open_reader(db)
     yield store.conn
     store.close()
@@ -135,7 +135,7 @@ def test_row_cap_and_time_limit(conn):
         run_query(conn, "SELECT count(*) FROM range(10000000000) a", timeout=0.2)
 
 
-def test_the_live_driver_keeps_writing_around_users_queries(tmp_path):
+def test_the_live_run_actor_keeps_writing_around_users_queries(tmp_path):
     store = open_writer(tmp_path / "evo.duckdb")
     run = store.new_run({})
     seed = store.add_individual(run, source="A = 1\n", operator="seed")

@@ -199,7 +199,7 @@ def test_a_reopened_store_resumes_where_it_stopped(tmp_path):
 
 
 def test_threads_can_share_the_writer(store):
-    # The driver may answer queries and store results from several threads of one actor.
+    # The run actor may answer queries and store results from several threads of one actor.
     run = store.new_run({})
     seed = store.add_individual(run, source=SEED, operator="seed")
     ids, errors = [], []
