@@ -1,14 +1,15 @@
 """`evo replay ID`: re-evaluates the path from the seed to ID, and with --ablate removes each step from ID alone.
 
-Every step is evaluated on the same seeds (paired): K fresh ones, or with --same-seeds each individual's recorded
-seeds (on CPU with the same thread count that reproduces the recorded val_bpb exactly). A step's gain is the mean
-paired difference between its parent and itself, with a 95% t-interval; a gain whose interval holds 0 is within
-noise. --ablate takes each step's change out of ID (reverse patch, or a three-way merge when later steps touched
-the same lines), evaluates the result on ID's seeds, and credits the step with what removing it costs.
-
-Replay evaluations are stored with purpose `replay` (ablated variants as individuals made by `replay.ablate`),
-through the live run's actor when a run holds the store, else by this process as the store's one writer. They run on a
-search's WorkerPool (evo.workers): a worker that dies is replaced, and its evaluation is stored as a crash.
+- seeds: every step is evaluated on the same seeds (paired): K fresh ones, or with --same-seeds each individual's
+  recorded seeds (on CPU with the same thread count that reproduces the recorded val_bpb exactly)
+- gains: a step's gain is the mean paired difference between its parent and itself, with a 95% t-interval; a gain
+  whose interval holds 0 is within noise
+- --ablate takes each step's change out of ID (reverse patch, or a three-way merge when later steps touched the
+  same lines), evaluates the result on ID's seeds, and credits the step with what removing it costs
+- storage: purpose `replay` (ablated variants as individuals made by `replay.ablate`), through the live run's actor
+  when a run holds the store, else by this process as the store's one writer
+- workers: a search's WorkerPool (evo.workers): a worker that dies is replaced, and its evaluation is stored as a
+  crash
 """
 
 from __future__ import annotations

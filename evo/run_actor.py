@@ -1,8 +1,9 @@
 """The run actor: where a live run's population lives, and the store's one writer.
 
-`evo run` starts it pinned to its own node (so the DuckDB file stays on the user's machine while the workers may
-be anywhere in the cluster), calls run() and polls status(). It is a threaded actor: status(), read() and stop()
-are answered while run() works; read() serves other processes the store's reads (evo.store.live).
+- `evo run` (Ray's driver) starts it pinned to its own node, so the DuckDB file stays on the user's machine while
+  the workers may be anywhere in the cluster; it calls run() and polls status()
+- a threaded actor: status(), read() and stop() are answered while run() works; read() serves other processes the
+  store's reads (evo.store.live)
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Islands: the population as a ring of sub-populations that select and replace within themselves, the best of each
 copied into the next one every few children (migration).
 
-Islands keep several lines of descent apart, so that one early lucky lineage does not take over the whole population;
-the price is that each island sees only its share of the children. Proposals go to the islands in turn: a child's
-parents come from its island, and the child competes for a place there only. With one island (the default) this is
-the plain steady-state population: the same members, in the same order, from the same random draws.
+- why: several lines of descent stay apart, so one early lucky lineage does not take over the whole population;
+  the price is that each island sees only its share of the children
+- proposals go to the islands in turn: a child's parents come from its island, and it competes for a place there
+- one island (the default) is the plain steady-state population: the same members, in the same order, from the same
+  random draws
 """
 
 from __future__ import annotations

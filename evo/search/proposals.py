@@ -4,9 +4,8 @@
   and the verdict on each child (invalid, duplicate, rejected or proposed)
 - Proposal: a child to make; Verdict: what became of it
 - vary(): runs a proposal's operator, in a thread or not; whatever goes wrong becomes an invalid variation
-
-The policy (evo.search.policy) holds a Proposer: it chooses the parents and hands the operator and its random
-generator over, so a seeded run draws the same numbers in the same order.
+- the policy (evo.search.policy) holds a Proposer: it chooses the parents and hands over the operator and the run's
+  random generator, so a seeded run draws the same numbers in the same order
 """
 
 from __future__ import annotations

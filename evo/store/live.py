@@ -5,8 +5,8 @@ holds the file (DuckDB lets one process open it), else over a read-only connecti
         run = store.run()
         steps = store.lineage(run.run_id, store.resolve(run.run_id, "3fa9"))
 
-The run actor answers each read on its own connection (StoreReader's methods are the writer's reads too), and
-its run status is the executor's own, with the evaluations running now.
+- the run actor answers each read on its own connection (StoreReader's methods are the writer's reads too)
+- its run status is the engine's own, with the evaluations running now
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 In:  a DuckDB connection (the live run actor's read-write one, or a reader's read-only one) and SQL text.
 Out: (column names, rows) of the last statement, or StoreError with one line.
 
-The refusal is by DuckDB's own parse of each statement, not by the connection's mode, because inside a live run the
-only connection there is the run actor's read-write one. Allowed:
+The refusal is by DuckDB's own parse of each statement, not by the connection's mode (inside a live run the only
+connection there is the run actor's read-write one). Allowed:
 
 - SELECT-type statements (also DESCRIBE, SUMMARIZE, SHOW, FROM-first, PIVOT with an IN list), unless they call a
   function with a side effect (nextval, checkpoint, ...: FORBIDDEN_FUNCTIONS), found in DuckDB's serialized parse
@@ -12,12 +12,12 @@ only connection there is the run actor's read-write one. Allowed:
 - EXPLAIN of an allowed statement (EXPLAIN ANALYZE runs its statement, so `EXPLAIN ANALYZE INSERT` writes);
 - PRAGMA of the introspection kind (SAFE_PRAGMAS); `PRAGMA import_database` and friends write.
 
-Everything else is refused: INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, ALTER, COPY, EXPORT, ATTACH, DETACH, SET,
-USE, RESET, INSTALL, LOAD, CALL, CHECKPOINT, VACUUM, transactions, PREPARE/EXECUTE, multi-statement rewrites.
+Refused: everything else (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP, ALTER, COPY, EXPORT, ATTACH, DETACH, SET,
+USE, RESET, INSTALL, LOAD, CALL, CHECKPOINT, VACUUM, transactions, PREPARE/EXECUTE, multi-statement rewrites).
 
-As a second line of defence the statements run on a cursor of their own inside a transaction that is rolled back:
-data written by anything that slipped through is undone (sequences are not: hence nextval's refusal), and the
-run actor's own transactions are never mixed with the user's.
+Second line of defence: the statements run on a cursor of their own inside a transaction that is rolled back, so
+- data written by anything that slipped through is undone (sequences are not: hence nextval's refusal)
+- the run actor's own transactions are never mixed with the user's
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 In:  a path to an evo store.   Out: a StoreReader (read-only connection), or StoreError with one line:
 "no database at PATH", "evo.duckdb is in use by a live run (pid ... on host ...)", "... is not an evo store".
 
-StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the run actor answers
-them over its one connection. A reader only works on a file no live run holds: DuckDB allows one process per file.
+- StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the run actor answers
+  them over its one connection
+- a reader only works on a file no live run holds: DuckDB allows one process per file
 """
 
 from __future__ import annotations
