@@ -58,6 +58,9 @@ class Task:
 
 @dataclass
 class Counters:
+    """What the search has done, saved in its state; the run status's counts (evo.run_status.EvaluationCounts.of)
+    are read from these fields by name."""
+
     search_dispatched: int = 0
     search_done: int = 0
     confirm_done: int = 0
