@@ -9,6 +9,9 @@
   reach a live run
 - this process is Ray's driver: API keys are read here, kept in memory for the run actor's LLM client, and removed
   from the environment before Ray starts, so no worker or training process inherits them
+- the workers' Placement (evo.cluster) is built once and narrowed with dataclasses.replace; what the run actor's
+  open() raises comes back as the exception itself (Ray's RayTaskError.cause), and an EvoError is raised again as it
+  was
 """
 
 from __future__ import annotations
@@ -242,7 +245,7 @@ class LiveRun:
         try:
             ray.get(self.actor.close.remote(), timeout=30)
         except ray.exceptions.RayError as e:  # the actor is gone, did not answer in time, or its close() failed
-            log.warning("the run actor did not close the store: %s", _first_line(e))
+            log.warning("the run actor did not close the store: %s", first_line(e))
 
 
 def _died(run_id: str, error: str) -> RunStatus:
@@ -340,10 +343,6 @@ def _opened(actor) -> str:
         ray.kill(actor)  # it let go of the store; nothing else of it is needed
         if isinstance(e.cause, EvoError):
             raise e.cause from None
-        raise StoreError(f"the run actor failed to start: {type(e.cause).__name__}: {e.cause}") from None
+        raise StoreError(f"the run actor failed to start: {first_line(e.cause, typed=True)}") from None
     except ray.exceptions.RayActorError as e:
-        raise StoreError(f"the run actor died before the run started: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StoreError(f"the run actor died before the run started: {first_line(e)}") from None

@@ -9,7 +9,7 @@
 - liveness: `lock_is_live(info)` checks the pid (and its start time, against pid reuse) on this host; a lock from
   another host cannot be checked from here and counts as live
 
-    lock = acquire_lock("evo.duckdb", {"run_id": run_id})   # StoreError if a live run holds it
+    lock = acquire_lock("evo.duckdb", {"run_id": run_id})   # StoreInUse (a StoreError) if a live run holds it
     lock.update(ray_address=..., actor=...)                 # add fields as they become known
     release_lock(lock)                                      # or `with acquire_lock(...)`
 """

@@ -1,7 +1,8 @@
 """Opening a store file and reading what the engine and users need from it.
 
-In:  a path to an evo store.   Out: a StoreReader (read-only connection), or StoreError with one line:
-"no database at PATH", "evo.duckdb is in use by a live run (pid ... on host ...)", "... is not an evo store".
+In:  a path to an evo store.   Out: a StoreReader (read-only connection), or StoreError with one line: "no database
+at PATH", "... is not an evo store", or its StoreInUse: "evo.duckdb is in use by a live run (pid ... on host ...)",
+"evo.duckdb is in use by process N" (another connection to the file).
 
 - StoreReader's methods are also the writer's reads (StoreWriter subclasses it), which is how the run actor answers
   them over its one connection
