@@ -58,8 +58,13 @@ def test_a_run_records_every_individual_edge_and_evaluation(evo_bin, tmp_path):
         assert all((e.test_bpb is not None) == (e.purpose in ("noise", "confirm")) for e in ok)
         tests = [e.test_bpb for e in best if e.test_bpb is not None]
         assert f"test_bpb {sum(tests) / len(tests):.4f} (the test split, never selected on)" in proc.stdout
-        assert set(db.population(run.run_id)) <= {i.id for i in individuals}
-        assert 1 <= len(db.population(run.run_id)) <= 4
+        # The population the store marks is the one the run saved in its state, full (4) once enough individuals
+        # scored, every member scored; the best is one of them.
+        population = db.population(run.run_id)
+        assert sorted(population) == sorted(m for island in run.state["islands"]["members"] for m in island)
+        placed = {e.individual_id for e in evaluations if e.status == "ok" and e.purpose in ("noise", "search")}
+        assert len(population) == min(4, len(placed)) and len(placed) >= 2
+        assert set(population) <= {f.individual_id for f in db.fitness(run.run_id)} and best_id in population
         _, rows = db.query("SELECT count(*) FROM evaluations WHERE log LIKE 'evo: training runs without the shield%'")
         assert rows[0][0] == (0 if shield.unavailable() is None else len(evaluations))  # the workers use it
     assert ("training runs without the shield" in proc.stdout) == (shield.unavailable() is not None)
@@ -104,7 +109,8 @@ def test_killing_the_driver_loses_nothing_and_resume_finishes(evo_bin, tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--population", "1"], "--population must be at least 2; got 1"),
-    (["--population", "4", "--tournament-size", "9"], "--tournament-size must be between 2 and the population size (4)"),
+    (["--population", "4", "--tournament-size", "9"],
+     "--tournament-size must be between 2 and the population size (4)"),
     (["--operators", "hyper,magic"], "unknown operator 'magic'"),
     (["--selection", "roulette"], "--selection must be one of tournament, best, random"),
     (["--population", "4", "--islands", "3"], "--islands must be between 1 and half the population (2); got 3"),
