@@ -141,7 +141,7 @@ class RunConfig:
     @property
     def budget(self) -> Budget:
         """The training budget per evaluation (ConfigError where neither flag is given: launch.settle fills in
-        the harness's default first)."""
+        the harness's default first, with_default_budget)."""
         return Budget(seconds=self.budget_seconds, tokens=self.budget_tokens)
 
     def stored(self) -> dict:
@@ -194,7 +194,7 @@ class EvalConfig:
     @property
     def budget(self) -> Budget:
         """The training budget (ConfigError where neither flag is given: evaluate_file fills in the harness's
-        default first)."""
+        default first, with_default_budget)."""
         return Budget(seconds=self.budget_seconds, tokens=self.budget_tokens)
 
 
@@ -219,6 +219,14 @@ class ReplayConfig:
     def budget_of(run_config: dict) -> Budget:
         """The budget a replay evaluates with: the stored run's own (its settings as the runs table holds them)."""
         return Budget(seconds=run_config.get("budget_seconds"), tokens=run_config.get("budget_tokens"))
+
+
+def with_default_budget(config, default_seconds: float):
+    """config (a RunConfig or an EvalConfig) with the harness's default budget, default_seconds, where neither
+    --budget-seconds nor --budget-tokens was given; its .budget is then always a Budget."""
+    if config.budget_seconds is None and config.budget_tokens is None:
+        return dataclasses.replace(config, budget_seconds=float(default_seconds))
+    return config
 
 
 def _check_budget(seconds: float | None, tokens: int | None) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from evo.config import EvalConfig
+from evo.config import EvalConfig, with_default_budget
 from evo.errors import TaskError
 from evo.results import typed
 from evo.sandbox.evaluation import EvalRequest, evaluate
@@ -49,8 +48,7 @@ def evaluate_file(path: str, config: EvalConfig = EvalConfig(), *, on_line: Call
     values of the variables config.env names (evo.sandbox.environment.passed_values), for training and scoring."""
     harness_file = harness_path()
     harness = load_harness(harness_file)
-    if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
-        config = dataclasses.replace(config, budget_seconds=float(harness.DEFAULT_BUDGET_SECONDS))
+    config = with_default_budget(config, harness.DEFAULT_BUDGET_SECONDS)
     budget, seed = config.budget, config.seed
     source = read_genome_file(path)
     seed = harness.DEFAULT_SEED if seed is None else seed

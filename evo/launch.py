@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evo.config import RunConfig, read_text_file
+from evo.config import RunConfig, read_text_file, with_default_budget
 from evo.errors import ConfigError, EvoError, StoreError, StoreInUse, first_line
 from evo.run_status import RunStatus
 from evo.sandbox import shield
@@ -123,8 +123,7 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
     passed_env = passed_values(config.env, os.environ)  # before the scrub: a named variable goes whatever its name
     _scrub_secrets()
 
-    if config.budget_seconds is None and config.budget_tokens is None:  # the harness's own default budget
-        config = dataclasses.replace(config, budget_seconds=float(load_harness(harness).DEFAULT_BUDGET_SECONDS))
+    config = with_default_budget(config, load_harness(harness).DEFAULT_BUDGET_SECONDS)
     dataset, _ = ensure_dataset(harness, notify=notify)
     bundle = bundle_task([harness, *fixed_files(harness)], dataset)
 
