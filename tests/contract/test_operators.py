@@ -85,9 +85,14 @@ STILL = {
 }
 
 
+# The operators that take the run's --bounds (the hyper family).
+BOUNDED = [name for name in REGISTRY.names() if "bounds" in REGISTRY.get(name).accepts]
+
+
 def test_every_registered_operator_has_its_cases():
     """A newly registered operator must be added here, so that the contract covers it."""
     assert set(REGISTRY.names()) == set(CHANGING) == set(STILL)
+    assert {"hyper.mutate", "hyper.sample", "hyper.crossover"} <= set(BOUNDED)
 
 
 @pytest.fixture
@@ -157,9 +162,9 @@ def _bounds() -> dict[str, tuple[float, float]]:
             "WARMUP_FRACTION": (0.0, max(0.05, seed["WARMUP_FRACTION"]))}
 
 
-def test_an_operator_that_accepts_bounds_keeps_every_constant_within_them(spec, server):
-    if "bounds" not in spec.accepts:
-        pytest.skip(f"{spec.name} takes no bounds")
+@pytest.mark.parametrize("name", BOUNDED)
+def test_an_operator_that_accepts_bounds_keeps_every_constant_within_them(name, server):
+    spec = REGISTRY.get(name)
     bounds = _bounds()
     seed_values = values(SEED.source)
     assert all(low <= seed_values[n] <= high for n, (low, high) in bounds.items())  # the parents keep them
