@@ -12,7 +12,10 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from evo.errors import ConfigError
 
@@ -56,7 +59,8 @@ def start_ray(address: str | None) -> str | None:
     if address:
         check_reachable(address, asked)
         try:
-            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+            with _from_code_root():
+                ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
         except ray.exceptions.AuthenticationError:  # token authentication asked for (RAY_AUTH_MODE), and no token
             raise ConfigError(f"{asked} {address}: no token for the cluster's authentication; set RAY_AUTH_TOKEN "
                               f"(or RAY_AUTH_TOKEN_PATH) as for any Ray client of that cluster") from None
@@ -69,9 +73,29 @@ def start_ray(address: str | None) -> str | None:
         return f"joined the Ray cluster at {address} ({asked}){unset}"
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # "local": a new instance even where another is running (ray.init() alone would join the one last started)
-    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False)
+    with _from_code_root():
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
     return None
+
+
+# The folder that holds this evo package (a checkout's root, or site-packages): ray.init runs there.
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def _from_code_root() -> Iterator[None]:
+    """Runs ray.init in CODE_ROOT. Ray puts the driver's working directory first on every worker's sys.path, so
+    from the root of another checkout the run actor and the workers would import that checkout's evo while the
+    `evo` command uses this one, as do the sandbox's `python -I -m evo.sandbox....` processes (the installed evo,
+    whatever the working directory). The driver's own working directory comes back at once; the local instance's
+    processes keep CODE_ROOT as theirs."""
+    here = os.getcwd()
+    os.chdir(CODE_ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def nodes() -> list[dict]:
