@@ -96,8 +96,10 @@ def settle(config: RunConfig, given: set[str], notify: Callable[[str], None]) ->
             if "workers" not in given and stored.state.get("workers"):
                 config = dataclasses.replace(config, workers=stored.state["workers"])  # the run's own count
             stored_state = stored.state
-            seed = reader.individuals(stored.run_id, with_source=True)[0]
-            seed_source, program = seed.source, stored.state.get("program", "")
+            individuals = reader.individuals(stored.run_id, with_source=True)
+            if not individuals or individuals[0].source is None:
+                raise ConfigError(f"--resume: run {stored.run_id} in {config.db} holds no seed to resume from")
+            seed_source, program = individuals[0].source, stored.state.get("program", "")
             resume_run_id = stored.run_id
     else:
         seed_source = read_genome_file(config.train)

@@ -39,3 +39,11 @@ def test_given_names_the_settings_typed_whatever_their_spelling():
     assert given(argv, RunConfig) == {"resume", "population", "preflight", "db", "budget_tokens", "env"}
     assert given(["run", "--population", "8", "--db=--pop"], RunConfig) == {"population", "db"}  # a value, not a flag
     assert given(["run"], RunConfig) == set()
+
+
+def test_a_stored_run_without_its_seed_is_refused_in_one_line(stored_run, evo_bin):
+    proc = subprocess.run([evo_bin, "run", "--resume", "--db", str(stored_run)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("evo run: error: --resume: run ") and proc.stderr.endswith(
+        "holds no seed to resume from\n"), proc.stderr
