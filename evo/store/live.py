@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from evo.errors import StoreError
+from evo.errors import StoreError, first_line
 from evo.store.lock import lock_is_live, read_lock
 from evo.store.reader import READS, StoreReader, open_reader
 
@@ -58,7 +58,7 @@ class LiveReader:
                 cause = getattr(e, "cause", None)
                 if isinstance(cause, StoreError):
                     raise cause from None
-                raise StoreError(str(e).strip().splitlines()[-1]) from None
+                raise StoreError(first_line(cause, typed=True) if cause is not None else first_line(e)) from None
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
                 raise StoreError(f"the live run's actor did not answer ({type(e).__name__}); "
                                  f"try again when the run has ended") from None

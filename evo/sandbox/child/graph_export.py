@@ -3,10 +3,11 @@ process.
 
     export_model(model, example) -> bytes    ExportError says what to change
 
-torch.export at the example's fixed shape, decomposed to ATen ops (so that any update of state shows as an output),
-then every node and tensor encoded as the archive format says. The result is read back with read_archive before it
-is returned, so a model the scorer would refuse is refused here, in the child's own log, with the same reason.
-Nothing here is trusted: the scorer checks whatever bytes arrive, whoever wrote them.
+- torch.export at the example's fixed shape, decomposed to ATen ops (so that any update of state shows as an
+  output), then every node and tensor encoded as the archive format says
+- the result is read back with read_archive before it is returned, so a model the scorer would refuse is refused
+  here, in the child's own log, with the same reason
+- nothing here is trusted: the scorer checks whatever bytes arrive, whoever wrote them
 """
 
 from __future__ import annotations

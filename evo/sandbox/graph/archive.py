@@ -1,8 +1,9 @@
 """A trained model as data: the archive the training child writes and the scorer reads.
 
-The child is untrusted, so what it hands over is a functional ATen graph plus raw weights, in a format of our own
-that the scorer parses and checks itself. No torch loader (torch.load, torch.export.load, pickle) touches the bytes,
-nothing in them is evaluated, and nothing runs until every part has been checked.
+- the child is untrusted: what it hands over is a functional ATen graph plus raw weights, in a format of our own
+  that the scorer parses and checks itself
+- no torch loader (torch.load, torch.export.load, pickle) touches the bytes, nothing in them is evaluated, and
+  nothing runs until every part has been checked
 
     MAGIC (9 bytes) | header length (8 bytes, little-endian) | header (UTF-8 JSON) | tensor bytes
 
