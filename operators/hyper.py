@@ -94,7 +94,8 @@ def mutate(parent: Genome, rng: random.Random, *, sigma: float = 0.3, max_change
     that are powers of two double or halve, other ints step by 1 or 2, strings switch among known values."""
     if sigma <= 0 or max_changes < 1 or tries < 1:
         raise ValueError(f"{MUTATE} needs sigma > 0, max_changes >= 1 and tries >= 1")
-    count = lambda: min(max_changes, 1 + (rng.random() < 0.4) + (rng.random() < 0.25))  # one change most often
+    def count():
+        return min(max_changes, 1 + (rng.random() < 0.4) + (rng.random() < 0.25))  # one change most often
     return _change_some(parent, rng, MUTATE, count,
                         lambda name, domain, value: perturb(domain, value, rng, sigma=sigma, digits=digits), tries,
                         "no change to the parent's hyperparameters keeps their constraints", "", bounds)

@@ -34,7 +34,8 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:
     cells = [[one_line("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(_plain(v)))
               for v in row] for row in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
-    clip = lambda text, w: text if len(text) <= w else text[:w - 1] + "…"
+    def clip(text, w):
+        return text if len(text) <= w else text[:w - 1] + "…"
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(clip(v, w).ljust(w) for v, w in zip(r, widths)) for r in cells]
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")

@@ -48,7 +48,7 @@ class Limits:
     disk_mb: float = 4096
     files: int = 100_000
     watch: tuple[str, ...] = ()
-    cgroup: tuple[str, ...] = ()   # the folders of the cgroup the command joins (evo.sandbox.cgroup), where one was made
+    cgroup: tuple[str, ...] = ()   # the folders of the cgroup the command joins (evo.sandbox.cgroup), if one was made
     cgroup_kind: str = ""
 
     def text(self) -> str:
